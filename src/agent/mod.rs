@@ -1,0 +1,150 @@
+//! `egressor agent`: kernel counters -> windowed flow records -> durable spool -> served to pullers.
+//!
+//! One loop drains the capture every interval and appends a batch to the spool; an HTTP server
+//! (axum) serves the spool through a cursor API, `/healthz` and Prometheus `/metrics`. On SIGTERM or
+//! Ctrl-C the window in flight is drained and spooled before exit, so a clean stop loses nothing; a
+//! SIGKILL loses at most the window in flight (counters since the last drain).
+
+pub mod attribution;
+mod server;
+pub mod spool;
+mod window;
+
+pub use window::Windower;
+
+use crate::capture::EventSource;
+use crate::model::Timestamp;
+use crate::transport::{Batch, Loss};
+use anyhow::{Context, Result};
+use spool::Spool;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub interval: Duration,
+    pub cgroup_root: PathBuf,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub node: String,
+}
+
+/// Counters about the agent itself, for /metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub drains: u64,
+    pub records: u64,
+    pub batches: u64,
+    pub map_entries: u32,
+    pub map_capacity: u32,
+    pub map_insert_failures: u64,
+    pub sockets_evicted: u64,
+    pub last_drain_seconds: f64,
+    pub tracked_sockets: usize,
+}
+
+pub struct Shared {
+    pub spool: Spool,
+    pub metrics: Metrics,
+    pub node: String,
+    pub token: Option<String>,
+}
+
+pub type State = Arc<Mutex<Shared>>;
+
+/// Drains `source` once into a batch and spools it (no batch when nothing moved and nothing was lost).
+pub fn drain_once(
+    source: &mut dyn EventSource,
+    windower: &mut Windower,
+    state: &State,
+    start: Timestamp,
+    end: Timestamp,
+) -> Result<Option<Batch>> {
+    let t0 = Instant::now();
+    let drain = source.drain().context("draining kernel counters")?;
+    let out = windower.window(drain, start, end, "pending");
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut shared = state.lock().expect("agent state lock");
+    let node = shared.node.clone();
+    let m = &mut shared.metrics;
+    m.drains += 1;
+    m.last_drain_seconds = elapsed;
+    m.map_entries = out.map_entries;
+    m.map_capacity = out.map_capacity;
+    m.map_insert_failures += out.map_insert_failures;
+    m.sockets_evicted += out.evicted;
+    m.tracked_sockets = windower.tracked_sockets();
+    if out.records.is_empty() && out.map_insert_failures == 0 && out.evicted == 0 {
+        return Ok(None);
+    }
+    m.records += out.records.len() as u64;
+    m.batches += 1;
+    let batch = Batch {
+        batch_id: String::new(),
+        seq: 0,
+        node,
+        created_at: Timestamp::now(),
+        window_start: start,
+        window_end: end,
+        loss: Loss { map_insert_failures: out.map_insert_failures, sockets_evicted: out.evicted, ..Loss::default() },
+        records: out.records,
+    };
+    let mut stored = shared.spool.append(batch)?;
+    // Records carry the batch id the spool assigned.
+    let id = stored.batch_id.clone();
+    for r in &mut stored.records {
+        r.batch_id = Some(id.clone());
+    }
+    Ok(Some(stored))
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(cfg: AgentConfig, mut source: Box<dyn EventSource + Send>) -> Result<()> {
+    let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes)?;
+    tracing::info!(instance = spool.instance(), next_seq = spool.next_seq(), "spool ready at {}", cfg.spool_dir.display());
+    let state: State = Arc::new(Mutex::new(Shared {
+        spool,
+        metrics: Metrics::default(),
+        node: cfg.node.clone(),
+        token: cfg.token.clone(),
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        eprintln!("egressor agent: serving on http://{} (node {})", listener.local_addr()?, cfg.node);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx));
+        let mut windower = Windower::new(&cfg.node, cfg.cgroup_root.clone());
+        let mut ticker = tokio::time::interval(cfg.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut start = Timestamp::now();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = term.recv() => true,
+                _ = tokio::signal::ctrl_c() => true,
+            };
+            let end = Timestamp::now();
+            // Draining is a few map reads; doing it on this thread keeps windows strictly ordered.
+            if let Err(e) = drain_once(source.as_mut(), &mut windower, &state, start, end) {
+                tracing::error!("{e:#}");
+            }
+            start = end;
+            if stopping {
+                eprintln!("egressor agent: stopping; the last window is spooled");
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        Ok(())
+    })
+}

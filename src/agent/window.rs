@@ -1,0 +1,183 @@
+//! Kernel counters -> flow records for one window.
+//!
+//! The kernel keeps cumulative counters per socket; each drain is turned into per-window deltas here,
+//! so summing a socket's records over windows gives exactly its kernel total. A socket's final
+//! counters arrive with its close event; after that its state is forgotten. Sockets that vanish
+//! without a close (UDP, LRU eviction) are forgotten too: their bytes up to the last drain were
+//! already reported.
+
+use super::attribution::{self, CgroupIdentity};
+use crate::capture::{self, Drain, SocketSample};
+use crate::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    bytes_out: u64,
+    bytes_in: u64,
+    packets_out: u64,
+    packets_in: u64,
+    open_reported: bool,
+    /// When the kernel's counters for this cookie started; a change means evicted and recreated.
+    first_seen_ns: u64,
+}
+
+/// Per-cgroup facts, resolved once per cgroup id (cgroup ids are never reused within a boot).
+#[derive(Clone)]
+struct CgroupFacts {
+    path: Option<String>,
+    identity: CgroupIdentity,
+}
+
+pub struct Windower {
+    node: String,
+    cgroup_root: PathBuf,
+    seen: HashMap<u64, Seen>,
+    cgroups: HashMap<u64, CgroupFacts>,
+    /// The kernel's cumulative map-insert failures and evictions at the previous drain.
+    drops_seen: u64,
+    evicted_seen: u64,
+}
+
+/// One window's output.
+pub struct WindowOutput {
+    pub records: Vec<FlowRecord>,
+    /// Map-insert failures during this window (packets not counted).
+    pub map_insert_failures: u64,
+    /// Sockets evicted from the full LRU map before they closed (bytes since their last drain lost).
+    pub evicted: u64,
+    pub map_entries: u32,
+    pub map_capacity: u32,
+}
+
+impl Windower {
+    pub fn new(node: &str, cgroup_root: PathBuf) -> Self {
+        Windower { node: node.to_string(), cgroup_root, seen: HashMap::new(), cgroups: HashMap::new(), drops_seen: 0, evicted_seen: 0 }
+    }
+
+    /// Number of live sockets tracked between windows (for /metrics).
+    pub fn tracked_sockets(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn cgroup(&mut self, id: u64) -> CgroupFacts {
+        if let Some(f) = self.cgroups.get(&id) {
+            return f.clone();
+        }
+        let path = capture::cgroup_path_for_id(&self.cgroup_root, id).map(|p| {
+            let rel = p.strip_prefix(&self.cgroup_root).unwrap_or(&p);
+            format!("/{}", rel.display()).replace("//", "/")
+        });
+        let identity = path.as_deref().map(attribution::identify).unwrap_or_default();
+        let facts = CgroupFacts { path, identity };
+        // Only remember hits: a cgroup created after the lookup should be found next time.
+        if facts.path.is_some() {
+            self.cgroups.insert(id, facts.clone());
+        }
+        facts
+    }
+
+    pub fn window(&mut self, drain: Drain, start: Timestamp, end: Timestamp, batch_hint: &str) -> WindowOutput {
+        let mut records = Vec::new();
+        let mut live = std::collections::HashSet::with_capacity(drain.sockets.len());
+        for s in &drain.sockets {
+            if s.listener {
+                // A listening socket only counts the handshakes of what it accepted; the accepted
+                // sockets carry the connection's bytes and are reported themselves.
+                continue;
+            }
+            let prev = match self.seen.get(&s.cookie) {
+                // Evicted and re-created since the last drain: the kernel restarted from zero.
+                Some(p) if p.first_seen_ns != s.first_seen_ns => Seen { open_reported: p.open_reported, ..Seen::default() },
+                Some(p) => *p,
+                None => Seen::default(),
+            };
+            let d_out = s.bytes_out.saturating_sub(prev.bytes_out);
+            let d_in = s.bytes_in.saturating_sub(prev.bytes_in);
+            let d_pout = s.packets_out.saturating_sub(prev.packets_out);
+            let d_pin = s.packets_in.saturating_sub(prev.packets_in);
+            let opened = s.opened && !prev.open_reported;
+            if s.closed {
+                self.seen.remove(&s.cookie);
+            } else {
+                live.insert(s.cookie);
+                self.seen.insert(
+                    s.cookie,
+                    Seen {
+                        bytes_out: s.bytes_out.max(prev.bytes_out),
+                        bytes_in: s.bytes_in.max(prev.bytes_in),
+                        packets_out: s.packets_out.max(prev.packets_out),
+                        packets_in: s.packets_in.max(prev.packets_in),
+                        open_reported: prev.open_reported || s.opened,
+                        first_seen_ns: s.first_seen_ns,
+                    },
+                );
+            }
+            if d_out == 0 && d_in == 0 && d_pout == 0 && d_pin == 0 && !opened && !s.closed {
+                continue;
+            }
+            records.push(self.record(s, start, end, d_out, d_in, d_pout, d_pin, opened, batch_hint));
+        }
+        // Forget sockets the kernel no longer has (UDP sockets, LRU evictions).
+        self.seen.retain(|cookie, _| live.contains(cookie));
+        let failures = drain.drops.saturating_sub(self.drops_seen);
+        self.drops_seen = drain.drops.max(self.drops_seen);
+        let evicted = drain.evicted.saturating_sub(self.evicted_seen);
+        self.evicted_seen = drain.evicted.max(self.evicted_seen);
+        WindowOutput { records, map_insert_failures: failures, evicted, map_entries: drain.map_entries, map_capacity: drain.map_capacity }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        s: &SocketSample,
+        start: Timestamp,
+        end: Timestamp,
+        bytes_out: u64,
+        bytes_in: u64,
+        packets_out: u64,
+        packets_in: u64,
+        opened: bool,
+        batch_hint: &str,
+    ) -> FlowRecord {
+        let facts = self.cgroup(s.cgroup_id);
+        let mut local = Endpoint::addr(s.local.ip(), s.local.port());
+        local.pid = s.pid;
+        local.process = s.comm.clone().or_else(|| s.pid.and_then(attribution::comm_of));
+        local.cgroup = facts.path;
+        local.container_id = facts.identity.container_id;
+        local.pod_uid = facts.identity.pod_uid;
+        local.node = Some(self.node.clone());
+        // The address the application asked for (a Service VIP before DNAT) is the more useful
+        // remote: it names the service. The post-NAT address is what the kernel saw on the wire.
+        let remote_addr = s.requested_remote.unwrap_or(s.remote);
+        let remote = Endpoint::addr(remote_addr.ip(), remote_addr.port());
+        FlowRecord {
+            window_start: start,
+            window_end: end,
+            node: self.node.clone(),
+            ip_version: s.ip_version,
+            local,
+            remote,
+            proto: match s.proto {
+                capture::Proto::Tcp => Proto::Tcp,
+                capture::Proto::Udp => Proto::Udp,
+                capture::Proto::Other(_) => Proto::Other,
+            },
+            initiator: match s.initiator {
+                capture::Initiator::Local => Initiator::Local,
+                capture::Initiator::Remote => Initiator::Remote,
+                capture::Initiator::Unknown => Initiator::Unknown,
+            },
+            bytes_out,
+            bytes_in,
+            packets_out,
+            packets_in,
+            connections_opened: u32::from(opened),
+            connections_closed: u32::from(s.closed),
+            batch_id: Some(batch_hint.to_string()),
+            source: Some(Source::Agent),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Every command-line flag, defined once. Doc comments are the help text; `Settings` is what the
+//! rest of the program gets: resolved and validated, so no other module parses arguments.
+
+use crate::import::ImportFormat;
+use crate::model::{TimeBound, Timestamp, parse_time_bound};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "egressor",
+    version,
+    about = "Find, explain and cut unnecessary or expensive data transfer",
+    long_about = "Egressor counts every byte your workloads send and receive (eBPF, in the kernel), \
+                  attributes it to processes, pods and workloads, and keeps it in a local DuckDB \
+                  workspace for cost breakdowns, graphs and investigations.\n\n\
+                  Exit codes: 0 success, 1 error (the message says what and where), 2 usage error."
+)]
+pub struct Cli {
+    /// The workspace file (a DuckDB database); created on first use.
+    #[arg(long, global = true, env = "EGRESSOR_WORKSPACE", value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug, -vvv trace). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// No colours (also honoured: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// Pretend the current time is this (RFC 3339); makes relative ranges like `--since 7d` reproducible.
+    #[arg(long, global = true, env = "EGRESSOR_NOW", hide = true, value_parser = parse_timestamp)]
+    pub now: Option<Timestamp>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a labelled synthetic scenario (source = demo) into the workspace.
+    Demo(DemoArgs),
+    /// Import flow records from a file; all of the file or nothing.
+    Import(ImportArgs),
+    /// Export flow records as JSON lines, CSV or Parquet.
+    Export(ExportArgs),
+    /// List flow records.
+    Flows(FlowsArgs),
+    /// Run the node agent: count every byte in the kernel, spool flow batches, serve them.
+    Agent(AgentArgs),
+    /// Fetch new flow batches from agents into the workspace (safe to interrupt and re-run).
+    Pull(PullArgs),
+    /// Inspect and maintain the workspace.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// How to print: a table for people, JSON or CSV for scripts (schemas in docs/).
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// Start of the range: a duration before now (7d, 24h, 30m) or a time (2026-11-20T10:00:00Z).
+    #[arg(long, value_parser = parse_time_bound)]
+    pub since: Option<TimeBound>,
+    /// End of the range (exclusive), same forms as --since.
+    #[arg(long, value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Days of traffic to generate, ending at --end.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub days: u32,
+    /// Seed of the generator: the same seed and end give the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// End of the generated range (rounded down to the hour); default: the current hour.
+    #[arg(long, value_parser = parse_timestamp)]
+    pub end: Option<Timestamp>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to import (`.gz` is decompressed for text formats).
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ImportFormat,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Write here instead of standard output (required for Parquet).
+    #[arg(short = 'f', long = "file", value_name = "FILE", alias = "out")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// At most this many records (oldest first).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Path, schema version, row counts, time range and size on disk.
+    Info(OutputArgs),
+    /// Delete raw flows and rollups past their retention and compact the rollups.
+    Prune(OutputArgs),
+    /// Show or change retention (days of raw flows, days of hourly rollups).
+    Retention(RetentionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Days of raw flow records to keep (default 30).
+    #[arg(long)]
+    pub raw_days: Option<u32>,
+    /// Days of hourly rollups to keep (default 400).
+    #[arg(long)]
+    pub rollup_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address to serve the batch API, /healthz and /metrics on.
+    #[arg(long, default_value = "127.0.0.1:9464", env = "EGRESSOR_AGENT_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token pullers must present (recommended whenever --listen is not loopback).
+    #[arg(long, env = "EGRESSOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Window length: how often kernel counters are drained into flow records (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// cgroup v2 directory to capture (its subtree); default: the cgroup v2 root from /proc/mounts.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Spool directory for batches not yet pulled (default /var/lib/egressor/spool as root).
+    #[arg(long, env = "EGRESSOR_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// Upper bound of the spool; the oldest batches are dropped first, counted and reported.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub spool_max: u64,
+    /// Capacity of the kernel socket maps (about 200 bytes of kernel memory each).
+    #[arg(long, default_value_t = 65536)]
+    pub max_sockets: u32,
+    /// Node name to stamp on records (default: NODE_NAME from the downward API, else the hostname).
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Agent base URL (repeatable), e.g. http://10.0.1.10:9464.
+    #[arg(long = "agent", required = true, value_name = "URL")]
+    pub agents: Vec<String>,
+    /// File holding the agents' bearer token.
+    #[arg(long, env = "EGRESSOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{t}`: expected a number and a unit, e.g. 10s"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{t}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// `1048576`, `64KiB`, `256MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{t}`: expected a size such as 256MiB"))?;
+    let mul: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("`{t}`: unknown unit `{unit}` (B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("`{t}` is too large"))
+}
+
+/// Reads a token file: the first line, trimmed; an empty file is an error.
+pub fn read_token(path: &std::path::Path) -> Result<String> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read token file {}", path.display()))?;
+    let t = s.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!t.is_empty(), "token file {} is empty", path.display());
+    Ok(t)
+}
+
+fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(s)
+}
+
+/// What every command needs besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace: PathBuf,
+    pub now: Timestamp,
+    pub color: bool,
+}
+
+impl Settings {
+    pub fn resolve(cli: &Cli) -> Result<Self> {
+        let workspace = match &cli.workspace {
+            Some(p) => p.clone(),
+            None => default_workspace()?,
+        };
+        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Ok(Settings {
+            workspace,
+            now: cli.now.unwrap_or_else(Timestamp::now),
+            color: !cli.no_color && !no_color_env,
+        })
+    }
+}
+
+/// `$XDG_DATA_HOME/egressor/workspace.duckdb` (`~/.local/share/...` when unset).
+pub fn default_workspace() -> Result<PathBuf> {
+    let base = dirs::data_dir().context(
+        "cannot find a data directory for the default workspace (set --workspace or EGRESSOR_WORKSPACE)",
+    )?;
+    Ok(base.join("egressor").join("workspace.duckdb"))
+}
+
+impl RangeArgs {
+    pub fn resolve(&self, now: Timestamp) -> Result<(Option<Timestamp>, Option<Timestamp>)> {
+        let since = self.since.map(|b| b.resolve(now));
+        let until = self.until.map(|b| b.resolve(now));
+        if let (Some(s), Some(u)) = (since, until) {
+            anyhow::ensure!(s < u, "--since ({s}) must be before --until ({u})");
+        }
+        Ok((since, until))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("10s").unwrap(), std::time::Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), std::time::Duration::from_millis(250));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("1TB").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,27 @@
+//! Egressor: find, explain and cut unnecessary or expensive data transfer.
+//!
+//! Modules are listed in pipeline order; each depends only on the ones before it (and `model`):
+//!
+//! ```text
+//! kernel probes (ebpf-probes/*.bpf.c)
+//!   -> capture    load/attach the probes, drain per-socket counters         (the only aya user)
+//!   -> agent      counters -> windowed flow records, attribution, spool, serving
+//!   -> transport  the batch wire format and the pull client
+//!   -> import     files (JSON lines, Parquet, AWS VPC Flow Logs) -> flow records
+//!   -> demo       a labelled synthetic scenario -> flow records
+//!   -> store      the DuckDB workspace: batches, flows, hourly rollups       (the only duckdb user)
+//!   -> engines    pure functions over model types: classify, cost, graph, anomalies
+//!   -> views      tables, JSON, CSV, TUI                                    (the only comfy-table user)
+//! ```
+//! `cli` holds every flag; `model` is the vocabulary all of them share.
+
+pub mod model;
+pub mod cli;
+pub mod capture;
+pub mod agent;
+pub mod transport;
+pub mod import;
+pub mod demo;
+pub mod store;
+pub mod engines;
+pub mod views;

@@ -1,0 +1,223 @@
+//! The workspace: the only module that touches DuckDB.
+//!
+//! A workspace is one DuckDB file on the user's machine. Flow records arrive in batches
+//! ([`ingest::IngestSession`]) that are transactional (all of a batch or nothing) and idempotent
+//! (a batch id already present is skipped and reported), and each ingest updates the hourly rollup
+//! (`flows_hourly`) in the same transaction, so raw rows and rollups never disagree.
+
+pub mod ingest;
+mod query;
+pub mod schema;
+
+pub use ingest::{IngestReport, IngestSession};
+pub use query::{FlowFilter, WorkspaceInfo};
+
+use crate::model::Timestamp;
+use anyhow::{Context, Result, bail};
+use duckdb::{Connection, params};
+use std::path::{Path, PathBuf};
+
+/// Retention defaults: raw flows are large and only needed for drill-down; rollups drive cost,
+/// graphs and baselines and are kept for more than a year so month-over-month comparisons work.
+pub const DEFAULT_RAW_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
+
+pub struct Workspace {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl Workspace {
+    /// Opens (creating if needed) the workspace file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create workspace directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| {
+            format!(
+                "cannot open workspace {} (is another egressor process writing to it?)",
+                path.display()
+            )
+        })?;
+        let mut ws = Workspace { conn, path: Some(path.to_path_buf()) };
+        ws.migrate().with_context(|| format!("workspace {}", path.display()))?;
+        Ok(ws)
+    }
+
+    /// A throw-away workspace in memory, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Self> {
+        let mut ws = Workspace { conn: Connection::open_in_memory()?, path: None };
+        ws.migrate()?;
+        Ok(ws)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Direct access for engines that run their SQL on the workspace (kept crate-private so that
+    /// DuckDB stays behind this module's API for everything else).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMP NOT NULL,
+                 description VARCHAR NOT NULL)",
+        )?;
+        let have = self.schema_version()?;
+        let latest = schema::current_version();
+        if have > latest {
+            bail!(
+                "the workspace has schema version {have} but this egressor understands up to {latest}; \
+                 upgrade egressor (the workspace was not modified)"
+            );
+        }
+        for m in schema::migrations().into_iter().filter(|m| m.version > have) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(&(m.sql)())
+                .with_context(|| format!("migration {} ({}) failed", m.version, m.description))?;
+            tx.execute(
+                "INSERT INTO schema_migrations VALUES (?, make_timestamp(?), ?)",
+                params![m.version, Timestamp::now().micros(), m.description],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        let v: Option<i64> =
+            self.conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0) as u32)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        let mut st = self.conn.prepare("SELECT value FROM settings WHERE key = ?")?;
+        let mut rows = st.query(params![key])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Retention in days for (raw flows, hourly rollups).
+    pub fn retention(&self) -> Result<(u32, u32)> {
+        let get = |k: &str, d: u32| -> Result<u32> {
+            match self.setting(k)? {
+                Some(v) => v.parse().with_context(|| format!("setting {k} = {v:?} is not a number of days")),
+                None => Ok(d),
+            }
+        };
+        Ok((
+            get("retention.raw_days", DEFAULT_RAW_RETENTION_DAYS)?,
+            get("retention.rollup_days", DEFAULT_ROLLUP_RETENTION_DAYS)?,
+        ))
+    }
+
+    pub fn set_retention(&self, raw_days: Option<u32>, rollup_days: Option<u32>) -> Result<()> {
+        let (cur_raw, cur_roll) = self.retention()?;
+        let raw = raw_days.unwrap_or(cur_raw);
+        let roll = rollup_days.unwrap_or(cur_roll);
+        if raw == 0 || roll == 0 {
+            bail!("retention must be at least 1 day");
+        }
+        if roll < raw {
+            bail!("rollup retention ({roll} days) must not be shorter than raw retention ({raw} days)");
+        }
+        self.set_setting("retention.raw_days", &raw.to_string())?;
+        self.set_setting("retention.rollup_days", &roll.to_string())
+    }
+
+    /// Deletes raw flows and rollups older than the retention settings, and merges rollup rows that
+    /// separate ingests wrote for the same hour and key. Batch ids are kept forever (they are tiny) so
+    /// that re-pulling or re-importing an old batch stays a no-op.
+    pub fn prune(&mut self, now: Timestamp) -> Result<PruneReport> {
+        let (raw_days, rollup_days) = self.retention()?;
+        let raw_cut = now.add_micros(-(raw_days as i64) * Timestamp::MICROS_PER_DAY);
+        let roll_cut = now.add_micros(-(rollup_days as i64) * Timestamp::MICROS_PER_DAY);
+        let tx = self.conn.transaction()?;
+        let raw_deleted =
+            tx.execute("DELETE FROM flows WHERE window_start < make_timestamp(?)", params![raw_cut.micros()])?;
+        let rollup_deleted =
+            tx.execute("DELETE FROM flows_hourly WHERE hour < make_timestamp(?)", params![roll_cut.micros()])?;
+        let before: i64 = tx.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;
+        let dims = schema::ROLLUP_DIMENSIONS.join(", ");
+        let sums: Vec<String> = schema::ROLLUP_MEASURES
+            .iter()
+            .chain(std::iter::once(&"flow_records"))
+            .map(|m| format!("sum({m})::UBIGINT AS {m}"))
+            .collect();
+        tx.execute_batch(&format!(
+            "CREATE TEMP TABLE hourly_compacted AS
+                 SELECT hour, {dims}, service_port, {sums} FROM flows_hourly
+                 GROUP BY ALL;
+             DELETE FROM flows_hourly;
+             INSERT INTO flows_hourly SELECT * FROM hourly_compacted;
+             DROP TABLE hourly_compacted;",
+            sums = sums.join(", ")
+        ))?;
+        let after: i64 = tx.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;
+        tx.commit()?;
+        self.conn.execute_batch("CHECKPOINT")?;
+        Ok(PruneReport {
+            raw_cutoff: raw_cut,
+            rollup_cutoff: roll_cut,
+            raw_deleted: raw_deleted as u64,
+            rollup_deleted: rollup_deleted as u64,
+            rollup_rows_merged: (before - after).max(0) as u64,
+        })
+    }
+
+    /// Stores the ground truth of a demo scenario (kept when the same scenario is written again).
+    pub fn record_demo_events(&mut self, seed: u64, events: &[crate::model::LabelledEvent]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare(
+                "INSERT INTO demo_events VALUES (?, ?, make_timestamp(?), make_timestamp(?), ?, ?, ?, ?)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )?;
+            for e in events {
+                st.execute(params![
+                    e.event_id,
+                    e.kind,
+                    e.started_at.micros(),
+                    e.ended_at.micros(),
+                    e.subject,
+                    e.remote,
+                    e.description,
+                    seed
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forces DuckDB to write the WAL into the main file (so size on disk is the compressed size).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn.execute_batch("CHECKPOINT")?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PruneReport {
+    pub raw_cutoff: Timestamp,
+    pub rollup_cutoff: Timestamp,
+    pub raw_deleted: u64,
+    pub rollup_deleted: u64,
+    pub rollup_rows_merged: u64,
+}

@@ -1,0 +1,258 @@
+//! Typed reads from the workspace: flow records in a time range, and the facts `workspace info` shows.
+
+use super::Workspace;
+use super::schema::{self, ColType};
+use crate::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
+use anyhow::{Context, Result, anyhow};
+use duckdb::{Row, params_from_iter, types::Value};
+use serde::Serialize;
+
+/// Which flows to read: windows that start in `[since, until)`, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct FlowFilter {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: Option<u64>,
+}
+
+impl FlowFilter {
+    /// The WHERE clause (on `window_start`) and its parameters, shared by every flows query.
+    pub(crate) fn where_sql(&self, ts_col: &str) -> (String, Vec<Value>) {
+        let mut conds = Vec::new();
+        let mut ps = Vec::new();
+        if let Some(s) = self.since {
+            conds.push(format!("{ts_col} >= make_timestamp(?)"));
+            ps.push(Value::BigInt(s.micros()));
+        }
+        if let Some(u) = self.until {
+            conds.push(format!("{ts_col} < make_timestamp(?)"));
+            ps.push(Value::BigInt(u.micros()));
+        }
+        let sql = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        (sql, ps)
+    }
+}
+
+/// The SELECT list that reads `flows` back in schema order (timestamps as epoch microseconds).
+pub(crate) fn flow_select_list() -> String {
+    schema::flow_columns()
+        .iter()
+        .map(|c| match c.ty {
+            ColType::Timestamp => format!("epoch_us({})", c.name),
+            _ => c.name.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rebuilds a record from a row selected with [`flow_select_list`]. Provenance (`batch_id`,
+/// `source`) may be NULL in foreign Parquet files; the importer assigns it then.
+pub(crate) fn record_from_row(row: &Row<'_>) -> Result<FlowRecord> {
+    let cols = schema::flow_columns();
+    // Errors name the column, so a bad Parquet row says which field is at fault.
+    let text = |at: usize| -> Result<String> {
+        row.get::<_, Option<String>>(at)?.ok_or_else(|| anyhow!("{}: missing value", cols[at].name))
+    };
+    let endpoint = |at: usize| -> Result<Endpoint> {
+        let ip = text(at)?;
+        Ok(Endpoint {
+            ip: ip.parse().map_err(|_| anyhow!("{}: {ip:?} is not an IP address", cols[at].name))?,
+            port: row.get(at + 1).with_context(|| cols[at + 1].name)?,
+            process: row.get(at + 2)?,
+            pid: row.get(at + 3)?,
+            cgroup: row.get(at + 4)?,
+            container_id: row.get(at + 5)?,
+            pod_uid: row.get(at + 6)?,
+            pod: row.get(at + 7)?,
+            namespace: row.get(at + 8)?,
+            workload_kind: row.get(at + 9)?,
+            workload_name: row.get(at + 10)?,
+            service: row.get(at + 11)?,
+            node: row.get(at + 12)?,
+            zone: row.get(at + 13)?,
+            region: row.get(at + 14)?,
+        })
+    };
+    let e = 3 + 2 * schema::ENDPOINT_COLUMNS;
+    let num = |at: usize| -> Result<u64> {
+        row.get::<_, Option<u64>>(at)?.ok_or_else(|| anyhow!("{}: missing value", cols[at].name))
+    };
+    let proto = text(e)?;
+    let initiator = text(e + 2)?;
+    let source: Option<String> = row.get(e + 10)?;
+    let u32_of = |at: usize| -> Result<u32> {
+        u32::try_from(num(at)?).map_err(|_| anyhow!("{}: out of range", cols[at].name))
+    };
+    Ok(FlowRecord {
+        window_start: Timestamp::from_micros(row.get::<_, Option<i64>>(0)?.ok_or_else(|| anyhow!("window_start: missing value"))?),
+        window_end: Timestamp::from_micros(row.get::<_, Option<i64>>(1)?.ok_or_else(|| anyhow!("window_end: missing value"))?),
+        node: text(2)?,
+        local: endpoint(3)?,
+        remote: endpoint(3 + schema::ENDPOINT_COLUMNS)?,
+        proto: Proto::parse(&proto).ok_or_else(|| anyhow!("proto: unknown value {proto:?} (tcp, udp, other)"))?,
+        ip_version: u8::try_from(num(e + 1)?).map_err(|_| anyhow!("ip_version: out of range"))?,
+        initiator: Initiator::parse(&initiator)
+            .ok_or_else(|| anyhow!("initiator: unknown value {initiator:?} (local, remote, unknown)"))?,
+        bytes_out: num(e + 3)?,
+        bytes_in: num(e + 4)?,
+        packets_out: num(e + 5)?,
+        packets_in: num(e + 6)?,
+        connections_opened: u32_of(e + 7)?,
+        connections_closed: u32_of(e + 8)?,
+        batch_id: row.get(e + 9)?,
+        source: match source {
+            Some(s) => Some(Source::parse(&s).ok_or_else(|| anyhow!("source: unknown value {s:?} (agent, import, demo)"))?),
+            None => None,
+        },
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkspaceInfo {
+    pub path: Option<String>,
+    pub schema_version: u32,
+    pub flow_records: u64,
+    pub hourly_rollup_rows: u64,
+    pub batches: u64,
+    pub first_window: Option<Timestamp>,
+    pub last_window: Option<Timestamp>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub records_by_source: Vec<(String, u64)>,
+    pub size_on_disk_bytes: u64,
+    pub raw_retention_days: u32,
+    pub rollup_retention_days: u32,
+}
+
+impl Workspace {
+    /// Calls `each` for every flow matching `filter`, in window order; stops at the first error.
+    pub fn for_each_flow(&self, filter: &FlowFilter, mut each: impl FnMut(FlowRecord) -> Result<()>) -> Result<u64> {
+        let (where_sql, ps) = filter.where_sql("window_start");
+        let limit = filter.limit.map(|l| format!("LIMIT {l}")).unwrap_or_default();
+        let sql = format!(
+            "SELECT {} FROM flows {where_sql} ORDER BY window_start, node, batch_id {limit}",
+            flow_select_list()
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query(params_from_iter(ps))?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            each(record_from_row(row)?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes the matching flows to a Parquet file with DuckDB's writer (columns as in `flows`).
+    pub fn export_parquet(&self, filter: &FlowFilter, out: &std::path::Path) -> Result<u64> {
+        let (where_sql, ps) = filter.where_sql("window_start");
+        let limit = filter.limit.map(|l| format!("LIMIT {l}")).unwrap_or_default();
+        let target = out.to_str().ok_or_else(|| anyhow!("output path {} is not UTF-8", out.display()))?;
+        let sql = format!(
+            "COPY (SELECT {} FROM flows {where_sql} ORDER BY window_start, node, batch_id {limit}) \
+             TO '{}' (FORMAT parquet, COMPRESSION zstd)",
+            schema::flow_column_list(),
+            target.replace('\'', "''")
+        );
+        let n = self.conn.execute(&sql, params_from_iter(ps)).with_context(|| format!("writing {}", out.display()))?;
+        Ok(n as u64)
+    }
+
+    /// Reads the rows of a Parquet file written by [`Workspace::export_parquet`] (or by anyone using
+    /// the same column names), handing each to `each` with its 1-based row number.
+    pub fn read_parquet_flows(
+        &self,
+        file: &std::path::Path,
+        mut each: impl FnMut(u64, Result<FlowRecord>) -> Result<()>,
+    ) -> Result<()> {
+        let path = file.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", file.display()))?;
+        let quoted = path.replace('\'', "''");
+        let mut st = self.conn.prepare(&format!("DESCRIBE SELECT * FROM read_parquet('{quoted}')"))?;
+        let present: Vec<String> = st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        let missing: Vec<&str> = schema::flow_columns()
+            .iter()
+            .filter(|c| !present.iter().any(|p| p == c.name))
+            .filter(|c| c.name != "batch_id" && c.name != "source")
+            .map(|c| c.name)
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!("{}: missing column(s) {}", file.display(), missing.join(", "));
+        }
+        // Optional provenance columns: when absent the importer assigns them.
+        let list: Vec<String> = schema::flow_columns()
+            .iter()
+            .map(|c| {
+                let has = present.iter().any(|p| p == c.name);
+                match (c.ty, has) {
+                    (ColType::Timestamp, _) => format!("epoch_us(CAST({} AS TIMESTAMP))", c.name),
+                    (_, true) => format!("CAST({} AS {})", c.name, c.ty.sql()),
+                    (_, false) => format!("CAST(NULL AS {})", c.ty.sql()),
+                }
+            })
+            .collect();
+        let mut st = self.conn.prepare(&format!("SELECT {} FROM read_parquet('{quoted}')", list.join(", ")))?;
+        let mut rows = st.query([])?;
+        let mut n = 0u64;
+        while let Some(row) = rows.next()? {
+            n += 1;
+            each(n, record_from_row(row))?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> Result<WorkspaceInfo> {
+        let c = &self.conn;
+        let (flows, first, last, out, inn): (i64, Option<i64>, Option<i64>, Option<i128>, Option<i128>) = c.query_row(
+            "SELECT count(*), epoch_us(min(window_start)), epoch_us(max(window_end)), sum(bytes_out), sum(bytes_in) FROM flows",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let hourly: i64 = c.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;
+        let batches: i64 = c.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?;
+        let mut st = c.prepare("SELECT source, count(*) FROM flows GROUP BY source ORDER BY source")?;
+        let by_source = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let size = match &self.path {
+            Some(p) => {
+                let wal = p.with_extension(format!(
+                    "{}.wal",
+                    p.extension().and_then(|e| e.to_str()).unwrap_or("")
+                ));
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+                    + std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+            }
+            None => 0,
+        };
+        let (raw_days, rollup_days) = self.retention()?;
+        Ok(WorkspaceInfo {
+            path: self.path.as_ref().map(|p| p.display().to_string()),
+            schema_version: self.schema_version()?,
+            flow_records: flows as u64,
+            hourly_rollup_rows: hourly as u64,
+            batches: batches as u64,
+            first_window: first.map(Timestamp::from_micros),
+            last_window: last.map(Timestamp::from_micros),
+            bytes_out: out.unwrap_or(0).clamp(0, u64::MAX as i128) as u64,
+            bytes_in: inn.unwrap_or(0).clamp(0, u64::MAX as i128) as u64,
+            records_by_source: by_source,
+            size_on_disk_bytes: size,
+            raw_retention_days: raw_days,
+            rollup_retention_days: rollup_days,
+        })
+    }
+
+    /// Total (bytes_out, bytes_in) in raw flows and in the hourly rollup; equal unless retention
+    /// has already removed raw rows. Used by tests and `workspace check`.
+    pub fn totals(&self) -> Result<((u64, u64), (u64, u64))> {
+        let q = |sql: &str| -> Result<(u64, u64)> {
+            let (a, b): (Option<i128>, Option<i128>) =
+                self.conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((a.unwrap_or(0) as u64, b.unwrap_or(0) as u64))
+        };
+        Ok((
+            q("SELECT sum(bytes_out), sum(bytes_in) FROM flows")?,
+            q("SELECT sum(bytes_out), sum(bytes_in) FROM flows_hourly")?,
+        ))
+    }
+}

@@ -1,0 +1,60 @@
+//! The batch wire format between agents and the CLI, and the pull client.
+//!
+//! An agent numbers its batches 1, 2, 3... within an *instance* (a random id created with its spool
+//! directory). The client remembers, per agent URL, the instance and the last sequence number it
+//! ingested, and asks for batches after it. Batch ids are `<node>-<instance>-<seq>`, so a batch
+//! fetched twice (a pull killed after ingest but before it saved its cursor) is skipped by the
+//! workspace's idempotent ingest: nothing is lost and nothing counts twice.
+
+pub mod pull;
+
+use crate::model::{FlowRecord, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Version of the wire format, sent as `schema` in every page.
+pub const WIRE_SCHEMA: &str = "egressor.batches/v1";
+
+/// What the agent knows it did not capture or could not keep. Never silent: it travels with the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Socket-map inserts the kernel refused in this window (map full): those sockets' bytes are missing.
+    pub map_insert_failures: u64,
+    /// Sockets evicted from the full kernel map before they closed: bytes since their last drain lost.
+    #[serde(default)]
+    pub sockets_evicted: u64,
+    /// Batches the spool dropped (oldest first) before this one because it hit its size bound.
+    pub spool_dropped_batches: u64,
+    pub spool_dropped_records: u64,
+}
+
+impl Loss {
+    pub fn is_zero(&self) -> bool {
+        *self == Loss::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub batch_id: String,
+    pub seq: u64,
+    pub node: String,
+    pub created_at: Timestamp,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    #[serde(default)]
+    pub loss: Loss,
+    pub records: Vec<FlowRecord>,
+}
+
+/// One response of `GET /v1/batches?instance=I&after=SEQ&limit=N`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPage {
+    pub schema: String,
+    pub instance: String,
+    pub node: String,
+    pub batches: Vec<Batch>,
+    /// Pass as `after` next time.
+    pub cursor: u64,
+    /// More batches are waiting after this page.
+    pub more: bool,
+}

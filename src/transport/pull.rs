@@ -1,0 +1,117 @@
+//! `egressor pull`: fetch every new batch from each agent into the workspace.
+//!
+//! Order of effects per page: ingest (one transaction) -> save the cursor -> acknowledge to the agent.
+//! A pull killed between any two steps is safe: re-fetched batches are skipped by batch id, and the
+//! agent keeps unacknowledged batches.
+
+use super::{BatchPage, Loss, WIRE_SCHEMA};
+use crate::model::Source;
+use crate::store::Workspace;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PullReport {
+    pub agent: String,
+    pub instance: String,
+    pub batches_fetched: u64,
+    pub batches_ingested: u64,
+    pub batches_already_present: u64,
+    pub records_ingested: u64,
+    pub cursor: u64,
+    pub loss: Loss,
+}
+
+fn cursor_keys(url: &str) -> (String, String) {
+    (format!("pull.{url}.instance"), format!("pull.{url}.cursor"))
+}
+
+/// Pulls everything new from one agent. `progress` is called after each page with the batches so far.
+pub fn pull(ws: &mut Workspace, target: &AgentTarget, mut progress: impl FnMut(&PullReport)) -> Result<PullReport> {
+    let base = target.url.trim_end_matches('/').to_string();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let (k_instance, k_cursor) = cursor_keys(&base);
+    let mut instance = ws.setting(&k_instance)?.unwrap_or_default();
+    let mut cursor: u64 = ws.setting(&k_cursor)?.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut report = PullReport { agent: base.clone(), ..Default::default() };
+    loop {
+        let mut req = client
+            .get(format!("{base}/v1/batches"))
+            .query(&[("instance", instance.as_str()), ("after", &cursor.to_string()), ("limit", "50")]);
+        if let Some(t) = &target.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().with_context(|| format!("cannot reach agent {base}"))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!("agent {base} refused the request (401): give the agent's token with --token-file");
+        }
+        if !status.is_success() {
+            let body = resp.text().unwrap_or_default();
+            bail!("agent {base} answered {status}: {body}");
+        }
+        let page: BatchPage = resp.json().with_context(|| format!("agent {base} sent a page that is not {WIRE_SCHEMA}"))?;
+        if page.schema != WIRE_SCHEMA {
+            bail!("agent {base} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them", page.schema);
+        }
+        if page.instance != instance {
+            if !instance.is_empty() {
+                tracing::warn!("agent {base} has a new spool instance ({} -> {}); reading it from the start", instance, page.instance);
+            }
+            instance = page.instance.clone();
+            cursor = 0;
+        }
+        report.batches_fetched += page.batches.len() as u64;
+        if !page.batches.is_empty() {
+            let mut session = ws.begin_ingest(&format!("agent:{base}"))?;
+            for b in &page.batches {
+                report.loss.map_insert_failures += b.loss.map_insert_failures;
+                report.loss.sockets_evicted += b.loss.sockets_evicted;
+                report.loss.spool_dropped_batches += b.loss.spool_dropped_batches;
+                report.loss.spool_dropped_records += b.loss.spool_dropped_records;
+                for r in &b.records {
+                    let mut r = r.clone();
+                    r.batch_id = Some(b.batch_id.clone());
+                    r.source = Some(Source::Agent);
+                    if let Err((field, msg)) = r.validate() {
+                        bail!("agent {base} batch {} has an invalid record: {field}: {msg}", b.batch_id);
+                    }
+                    session.push(&r)?;
+                }
+            }
+            let ingested = session.commit()?;
+            report.batches_ingested += ingested.batches_ingested.len() as u64;
+            report.batches_already_present += ingested.batches_skipped.len() as u64;
+            report.records_ingested += ingested.records_ingested;
+        }
+        cursor = page.cursor;
+        ws.set_setting(&k_instance, &instance)?;
+        ws.set_setting(&k_cursor, &cursor.to_string())?;
+        if cursor > 0 {
+            let mut ack = client.post(format!("{base}/v1/ack")).query(&[("instance", instance.as_str()), ("upto", &cursor.to_string())]);
+            if let Some(t) = &target.token {
+                ack = ack.bearer_auth(t);
+            }
+            // Not fatal: the agent keeps unacknowledged batches and we will skip them next time.
+            if let Err(e) = ack.send().and_then(|r| r.error_for_status()) {
+                tracing::warn!("agent {base}: acknowledgement failed ({e}); it will resend, nothing is lost");
+            }
+        }
+        report.instance = instance.clone();
+        report.cursor = cursor;
+        progress(&report);
+        if !page.more {
+            break;
+        }
+    }
+    Ok(report)
+}

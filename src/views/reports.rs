@@ -1,0 +1,236 @@
+//! Small reports: workspace info, import and demo results, retention.
+
+use super::{align_right, new_table, write_json};
+use crate::cli::OutputFormat;
+use crate::demo::DemoReport;
+use crate::import::ImportSummary;
+use crate::model::human_bytes;
+use crate::store::{PruneReport, WorkspaceInfo};
+use anyhow::Result;
+use serde::Serialize;
+use std::io::Write;
+
+/// JSON documents carry their schema name and version so scripts can check what they parse.
+#[derive(Serialize)]
+struct Versioned<'a, T: Serialize> {
+    schema: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+fn csv_pairs(out: &mut dyn Write, pairs: &[(&str, String)]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(["key", "value"])?;
+    for (k, v) in pairs {
+        w.write_record([*k, v.as_str()])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn key_value_table(out: &mut dyn Write, pairs: &[(&str, String)], color: bool) -> Result<()> {
+    let mut t = new_table(&["", ""], color);
+    for (k, v) in pairs {
+        t.add_row(vec![k.to_string(), v.clone()]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+fn emit<T: Serialize>(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    color: bool,
+    schema: &str,
+    body: &T,
+    pairs: &[(&str, String)],
+) -> Result<()> {
+    match format {
+        OutputFormat::Json => write_json(out, &Versioned { schema, body }),
+        OutputFormat::Csv => csv_pairs(out, pairs),
+        OutputFormat::Table => key_value_table(out, pairs, color),
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: OutputFormat, color: bool) -> Result<()> {
+    let per_record = if info.flow_records > 0 {
+        format!("{:.1} B/record", info.size_on_disk_bytes as f64 / info.flow_records as f64)
+    } else {
+        "-".into()
+    };
+    let sources = if info.records_by_source.is_empty() {
+        "-".into()
+    } else {
+        info.records_by_source.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", ")
+    };
+    let pairs = [
+        ("path", opt(&info.path)),
+        ("schema version", info.schema_version.to_string()),
+        ("flow records", info.flow_records.to_string()),
+        ("records by source", sources),
+        ("hourly rollup rows", info.hourly_rollup_rows.to_string()),
+        ("batches", info.batches.to_string()),
+        ("first window", opt(&info.first_window)),
+        ("last window", opt(&info.last_window)),
+        ("bytes sent", format!("{} ({})", human_bytes(info.bytes_out), info.bytes_out)),
+        ("bytes received", format!("{} ({})", human_bytes(info.bytes_in), info.bytes_in)),
+        ("size on disk", format!("{} ({per_record})", human_bytes(info.size_on_disk_bytes))),
+        ("retention", format!("raw {} days, hourly {} days", info.raw_retention_days, info.rollup_retention_days)),
+    ];
+    emit(out, format, color, "egressor.workspace-info/v1", info, &pairs)
+}
+
+pub fn import_summary(out: &mut dyn Write, s: &ImportSummary, format: OutputFormat, color: bool) -> Result<()> {
+    if format == OutputFormat::Json {
+        return write_json(out, &Versioned { schema: "egressor.import/v1", body: s });
+    }
+    let r = &s.ingest;
+    let mut pairs = vec![
+        ("file", s.file.clone()),
+        ("format", s.format.clone()),
+        ("records ingested", r.records_ingested.to_string()),
+        ("batches ingested", r.batches_ingested.len().to_string()),
+    ];
+    if !r.batches_skipped.is_empty() {
+        pairs.push((
+            "already in workspace",
+            format!(
+                "{} batch(es), {} record(s) skipped: nothing changed for them",
+                r.batches_skipped.len(),
+                r.records_skipped
+            ),
+        ));
+    }
+    for (kind, n) in &s.skipped_lines {
+        pairs.push(("lines without flows", format!("{n} {kind}")));
+    }
+    for w in &s.warnings {
+        pairs.push(("warning", w.clone()));
+    }
+    emit(out, format, color, "egressor.import/v1", s, &pairs)
+}
+
+pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: OutputFormat, color: bool) -> Result<()> {
+    match format {
+        OutputFormat::Json => write_json(out, &Versioned { schema: "egressor.demo/v1", body: r }),
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(["event_id", "kind", "started_at", "ended_at", "subject", "remote", "description"])?;
+            for e in &r.events {
+                w.write_record([
+                    e.event_id.as_str(),
+                    e.kind,
+                    &e.started_at.to_string(),
+                    &e.ended_at.to_string(),
+                    &e.subject,
+                    e.remote.as_deref().unwrap_or(""),
+                    &e.description,
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        OutputFormat::Table => {
+            if r.batches_ingested == 0 && r.batches_skipped > 0 {
+                writeln!(
+                    out,
+                    "This demo scenario ({} to {}) is already in the workspace; nothing changed.",
+                    r.start, r.end
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "Wrote {} synthetic flow records (source = demo) from {} to {} in {} daily batch(es).",
+                    r.records, r.start, r.end, r.batches_ingested
+                )?;
+            }
+            writeln!(out, "Injected events (ground truth in table demo_events):")?;
+            let mut t = new_table(&["kind", "start", "end", "subject", "remote"], color);
+            for e in &r.events {
+                t.add_row(vec![
+                    e.kind.to_string(),
+                    e.started_at.to_string(),
+                    e.ended_at.to_string(),
+                    e.subject.clone(),
+                    e.remote.clone().unwrap_or_default(),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+            Ok(())
+        }
+    }
+}
+
+pub fn prune_report(out: &mut dyn Write, r: &PruneReport, format: OutputFormat, color: bool) -> Result<()> {
+    let pairs = [
+        ("raw flows older than", r.raw_cutoff.to_string()),
+        ("raw flow records deleted", r.raw_deleted.to_string()),
+        ("rollups older than", r.rollup_cutoff.to_string()),
+        ("rollup rows deleted", r.rollup_deleted.to_string()),
+        ("rollup rows merged", r.rollup_rows_merged.to_string()),
+    ];
+    emit(out, format, color, "egressor.prune/v1", r, &pairs)
+}
+
+#[derive(Serialize)]
+pub struct Retention {
+    pub raw_days: u32,
+    pub rollup_days: u32,
+}
+
+pub fn retention(out: &mut dyn Write, r: &Retention, color: bool) -> Result<()> {
+    let mut t = new_table(&["data", "kept for"], color);
+    t.add_row(vec!["raw flow records".to_string(), format!("{} days", r.raw_days)]);
+    t.add_row(vec!["hourly rollups".to_string(), format!("{} days", r.rollup_days)]);
+    align_right(&mut t, &[1]);
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+pub fn pull_reports(
+    out: &mut dyn Write,
+    reports: &[crate::transport::pull::PullReport],
+    format: OutputFormat,
+    color: bool,
+) -> Result<()> {
+    match format {
+        OutputFormat::Json => write_json(out, &Versioned { schema: "egressor.pull/v1", body: &reports }),
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(["agent", "instance", "batches_fetched", "batches_ingested", "batches_already_present", "records_ingested", "cursor"])?;
+            for r in reports {
+                w.write_record([
+                    r.agent.clone(),
+                    r.instance.clone(),
+                    r.batches_fetched.to_string(),
+                    r.batches_ingested.to_string(),
+                    r.batches_already_present.to_string(),
+                    r.records_ingested.to_string(),
+                    r.cursor.to_string(),
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let mut t = new_table(&["agent", "batches", "new", "already present", "records", "cursor"], color);
+            for r in reports {
+                t.add_row(vec![
+                    r.agent.clone(),
+                    r.batches_fetched.to_string(),
+                    r.batches_ingested.to_string(),
+                    r.batches_already_present.to_string(),
+                    r.records_ingested.to_string(),
+                    format!("{}@{}", r.cursor, r.instance),
+                ]);
+            }
+            align_right(&mut t, &[1, 2, 3, 4]);
+            writeln!(out, "{t}")?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! One integration test binary. Each test gets its own temporary directory and workspace and drives
+//! the built `egressor` binary as a user would.
+
+mod capture;
+mod workspace;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestContext {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestContext {
+    pub fn new() -> Self {
+        TestContext { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("ws.duckdb")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `egressor ARGS` against this test's workspace, with a fixed "now" so relative ranges are stable.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_egressor"));
+        c.args(args)
+            .env("EGRESSOR_WORKSPACE", self.workspace())
+            .env("EGRESSOR_NOW", "2026-11-20T12:00:00Z")
+            .env("NO_COLOR", "1")
+            .env_remove("EGRESSOR_LOG");
+        c
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run egressor");
+        assert!(out.status.success(), "egressor {args:?} failed:\n{}", show(&out));
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs and requires failure with exit code 1; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run egressor");
+        assert_eq!(out.status.code(), Some(1), "egressor {args:?} should fail:\n{}", show(&out));
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let s = self.ok(args);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+    }
+
+    pub fn info(&self) -> serde_json::Value {
+        self.json(&["workspace", "info", "--output", "json"])
+    }
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask <task>`: the project's own commands, so the README and CI need only two lines.
+//!
+//! - `setup`: install the system packages egressor needs (Debian), build it, and run the main job on
+//!   demo data so a newcomer sees real output.
+//! - `test`: formatting, clippy and every test (unit and integration; probe tests need root).
+//! - `bench`: the benchmarks behind docs/benchmarks.md.
+//!
+//! Every nested cargo call shares one persistent target directory outside the work tree
+//! (`$CARGO_TARGET_DIR`, default `~/.cache/egressor/target`): the bundled DuckDB takes ~30 minutes to
+//! compile from scratch and must be built once per machine, not once per clone.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Debian packages: clang/llvm/libbpf-dev build the probes, bpftool inspects them, iperf3 and tmux are
+/// used by tests and benchmarks, graphviz renders `egressor graph --output dot`.
+const APT_PACKAGES: &[&str] = &["clang", "llvm", "libbpf-dev", "bpftool", "iperf3", "tmux", "graphviz", "curl"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf();
+    std::env::set_current_dir(&root)?;
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        let home = std::env::var_os("HOME").context("HOME is not set; set CARGO_TARGET_DIR")?;
+        let dir = PathBuf::from(home).join(".cache/egressor/target");
+        // SAFETY: single-threaded at this point; every child process inherits it.
+        unsafe { std::env::set_var("CARGO_TARGET_DIR", &dir) };
+    }
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask setup | test [-- cargo test args] | bench [ingest|...]");
+            bail!("unknown task {:?}", args.first());
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !Command::new("dpkg").args(["-s", p]).output().map(|o| o.status.success()).unwrap_or(false))
+        .collect();
+    if !missing.is_empty() {
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            update.arg("apt-get");
+        }
+        run(update.arg("update"))?;
+        let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            install.arg("apt-get");
+        }
+        run(install.args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // The dev profile compiles every dependency (DuckDB included) with optimisation, and it is the
+    // profile the tests use: one DuckDB build serves both.
+    run(cargo().args(["build", "--bin", "egressor"]))?;
+    let bin = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap()).join("debug/egressor");
+    eprintln!("\negressor is built: {}\nThe main job on demo data:\n", bin.display());
+    run(Command::new(&bin).args(["demo", "--days", "14"]))?;
+    run(Command::new(&bin).args(["workspace", "info"]))?;
+    run(Command::new(&bin).args(["flows", "--since", "1h", "--limit", "10"]))?;
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    Ok(())
+}
+
+fn bench(which: &[String]) -> Result<()> {
+    let names: Vec<&str> = if which.is_empty() { vec!["ingest"] } else { which.iter().map(String::as_str).collect() };
+    for name in names {
+        run(cargo().args(["bench", "--bench", name]))?;
+    }
+    Ok(())
+}
