@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let probes_dir = manifest_dir.join("ebpf-probes");
     let include_dir = probes_dir.join("include");
@@ -52,10 +51,7 @@ fn main() {
 
     for src in &sources {
         println!("cargo:rerun-if-changed={}", src.display());
-        let name = src
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("utf-8 file name");
+        let name = src.file_name().and_then(|n| n.to_str()).expect("utf-8 file name");
         let obj = out_dir.join(name.replace(".bpf.c", ".bpf.o"));
         compile(&clang, src, &obj, &include_dir, multiarch, &extra);
     }
@@ -100,9 +96,7 @@ fn compile(
         .arg(src)
         .arg("-o")
         .arg(obj);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "clang failed to compile {} ({}):\n{}\n{}\nIf a header is missing, install \

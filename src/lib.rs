@@ -15,13 +15,13 @@
 //! ```
 //! `cli` holds every flag; `model` is the vocabulary all of them share.
 
-pub mod model;
-pub mod cli;
-pub mod capture;
 pub mod agent;
-pub mod transport;
-pub mod import;
+pub mod capture;
+pub mod cli;
 pub mod demo;
-pub mod store;
 pub mod engines;
+pub mod import;
+pub mod model;
+pub mod store;
+pub mod transport;
 pub mod views;

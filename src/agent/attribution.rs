@@ -28,7 +28,10 @@ fn is_uid(s: &str) -> bool {
     // 8-4-4-4-12 hex, with '-' or (systemd escaping) '_'.
     let parts: Vec<&str> = s.split(['-', '_']).collect();
     parts.len() == 5
-        && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Reads the pod UID and container id out of a cgroup v2 path (relative to the cgroup root).
@@ -36,28 +39,28 @@ pub fn identify(path: &str) -> CgroupIdentity {
     let mut id = CgroupIdentity::default();
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         // systemd: kubepods-burstable-pod<uid>.slice / kubepods-pod<uid>.slice
-        if let Some(rest) = seg.strip_suffix(".slice") {
-            if let Some(pos) = rest.rfind("-pod") {
-                let uid = &rest[pos + 4..];
-                if is_uid(uid) {
-                    id.pod_uid = Some(uid.replace('_', "-"));
-                }
-            }
+        if let Some(rest) = seg.strip_suffix(".slice")
+            && let Some(pos) = rest.rfind("-pod")
+            && is_uid(&rest[pos + 4..])
+        {
+            id.pod_uid = Some(rest[pos + 4..].replace('_', "-"));
         }
         // cgroupfs: pod<uid>
-        if let Some(uid) = seg.strip_prefix("pod") {
-            if is_uid(uid) {
-                id.pod_uid = Some(uid.replace('_', "-"));
-            }
+        if let Some(uid) = seg.strip_prefix("pod")
+            && is_uid(uid)
+        {
+            id.pod_uid = Some(uid.replace('_', "-"));
         }
         // systemd scopes: cri-containerd-<id>.scope, crio-<id>.scope, docker-<id>.scope
         if let Some(rest) = seg.strip_suffix(".scope") {
-            for (prefix, runtime) in [("cri-containerd-", "containerd"), ("crio-", "crio"), ("docker-", "docker")] {
-                if let Some(cid) = rest.strip_prefix(prefix) {
-                    if is_hex_id(cid) {
-                        id.container_id = Some(cid.to_string());
-                        id.runtime = Some(runtime);
-                    }
+            for (prefix, runtime) in
+                [("cri-containerd-", "containerd"), ("crio-", "crio"), ("docker-", "docker")]
+            {
+                if let Some(cid) = rest.strip_prefix(prefix)
+                    && is_hex_id(cid)
+                {
+                    id.container_id = Some(cid.to_string());
+                    id.runtime = Some(runtime);
                 }
             }
         }
@@ -92,7 +95,9 @@ mod tests {
         assert_eq!(id.pod_uid.as_deref(), Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427"));
         assert_eq!(id.container_id.as_deref(), Some(CID));
         assert_eq!(id.runtime, Some("containerd"));
-        let g = identify(&format!("/kubepods.slice/kubepods-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice/crio-{CID}.scope"));
+        let g = identify(&format!(
+            "/kubepods.slice/kubepods-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice/crio-{CID}.scope"
+        ));
         assert_eq!(g.runtime, Some("crio"));
         assert!(g.pod_uid.is_some());
     }

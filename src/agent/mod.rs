@@ -6,9 +6,10 @@
 //! SIGKILL loses at most the window in flight (counters since the last drain).
 
 pub mod attribution;
+pub mod live;
 mod server;
 pub mod spool;
-mod window;
+pub mod window;
 
 pub use window::Windower;
 
@@ -90,22 +91,26 @@ pub fn drain_once(
         created_at: Timestamp::now(),
         window_start: start,
         window_end: end,
-        loss: Loss { map_insert_failures: out.map_insert_failures, sockets_evicted: out.evicted, ..Loss::default() },
+        loss: Loss {
+            map_insert_failures: out.map_insert_failures,
+            sockets_evicted: out.evicted,
+            ..Loss::default()
+        },
         records: out.records,
     };
-    let mut stored = shared.spool.append(batch)?;
-    // Records carry the batch id the spool assigned.
-    let id = stored.batch_id.clone();
-    for r in &mut stored.records {
-        r.batch_id = Some(id.clone());
-    }
+    let stored = shared.spool.append(batch)?;
     Ok(Some(stored))
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(cfg: AgentConfig, mut source: Box<dyn EventSource + Send>) -> Result<()> {
     let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes)?;
-    tracing::info!(instance = spool.instance(), next_seq = spool.next_seq(), "spool ready at {}", cfg.spool_dir.display());
+    tracing::info!(
+        instance = spool.instance(),
+        next_seq = spool.next_seq(),
+        "spool ready at {}",
+        cfg.spool_dir.display()
+    );
     let state: State = Arc::new(Mutex::new(Shared {
         spool,
         metrics: Metrics::default(),

@@ -11,7 +11,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::fmt::Write as _;
 
-pub async fn serve(listener: tokio::net::TcpListener, state: State, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: State,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -30,15 +34,20 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
-fn authorized(state: &State, headers: &HeaderMap) -> Result<(), Response> {
+/// `Some(response)` when the request must be refused.
+fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
     let expected = state.lock().expect("state").token.clone();
-    let Some(expected) = expected else { return Ok(()) };
-    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let expected = expected?;
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison: the token guards the whole flow history of the node.
     let ok = got.is_some_and(|g| {
-        g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        g.len() == expected.len()
+            && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     });
-    if ok { Ok(()) } else { Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")) }
+    if ok { None } else { Some(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")) }
 }
 
 #[derive(Deserialize)]
@@ -50,7 +59,7 @@ struct PageQuery {
 }
 
 async fn batches(AxState(state): AxState<State>, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     let shared = state.lock().expect("state");
@@ -84,7 +93,7 @@ struct AckQuery {
 }
 
 async fn ack(AxState(state): AxState<State>, headers: HeaderMap, Query(q): Query<AckQuery>) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     let mut shared = state.lock().expect("state");
@@ -103,21 +112,59 @@ async fn metrics(AxState(state): AxState<State>) -> Response {
     let fill = if m.map_capacity > 0 { m.map_entries as f64 / m.map_capacity as f64 } else { 0.0 };
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP egressor_agent_{name} {help}\n# TYPE egressor_agent_{name} {kind}\negressor_agent_{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP egressor_agent_{name} {help}\n# TYPE egressor_agent_{name} {kind}\negressor_agent_{name} {value}"
+        );
     };
     metric("drains_total", "counter", "Drains of the kernel maps.", m.drains.to_string());
     metric("records_total", "counter", "Flow records produced.", m.records.to_string());
     metric("batches_total", "counter", "Batches written to the spool.", m.batches.to_string());
-    metric("map_entries", "gauge", "Sockets in the kernel counter map at the last drain.", m.map_entries.to_string());
+    metric(
+        "map_entries",
+        "gauge",
+        "Sockets in the kernel counter map at the last drain.",
+        m.map_entries.to_string(),
+    );
     metric("map_capacity", "gauge", "Capacity of the kernel counter map.", m.map_capacity.to_string());
     metric("map_fill_ratio", "gauge", "map_entries / map_capacity.", format!("{fill:.4}"));
-    metric("map_insert_failures_total", "counter", "Sockets the kernel could not track (map full): their bytes are missing.", m.map_insert_failures.to_string());
-    metric("sockets_evicted_total", "counter", "Sockets evicted from the full kernel map before closing: bytes since their last drain are missing.", m.sockets_evicted.to_string());
-    metric("tracked_sockets", "gauge", "Live sockets tracked between windows.", m.tracked_sockets.to_string());
-    metric("drain_duration_seconds", "gauge", "Duration of the last drain.", format!("{:.6}", m.last_drain_seconds));
+    metric(
+        "map_insert_failures_total",
+        "counter",
+        "Sockets the kernel could not track (map full): their bytes are missing.",
+        m.map_insert_failures.to_string(),
+    );
+    metric(
+        "sockets_evicted_total",
+        "counter",
+        "Sockets evicted from the full kernel map before closing: bytes since their last drain are missing.",
+        m.sockets_evicted.to_string(),
+    );
+    metric(
+        "tracked_sockets",
+        "gauge",
+        "Live sockets tracked between windows.",
+        m.tracked_sockets.to_string(),
+    );
+    metric(
+        "drain_duration_seconds",
+        "gauge",
+        "Duration of the last drain.",
+        format!("{:.6}", m.last_drain_seconds),
+    );
     metric("spool_bytes", "gauge", "Bytes of batches in the spool.", s.spool.bytes().to_string());
     metric("spool_batches", "gauge", "Batches in the spool.", s.spool.len().to_string());
-    metric("spool_dropped_batches_total", "counter", "Batches dropped because the spool was full.", s.spool.total_dropped_batches.to_string());
-    metric("spool_dropped_records_total", "counter", "Records dropped because the spool was full.", s.spool.total_dropped_records.to_string());
+    metric(
+        "spool_dropped_batches_total",
+        "counter",
+        "Batches dropped because the spool was full.",
+        s.spool.total_dropped_batches.to_string(),
+    );
+    metric(
+        "spool_dropped_records_total",
+        "counter",
+        "Records dropped because the spool was full.",
+        s.spool.total_dropped_records.to_string(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -38,7 +38,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 impl Spool {
     /// Opens (creating) the spool directory and recovers its batches and sequence number.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create spool directory {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create spool directory {}", dir.display()))?;
         let instance_file = dir.join("instance");
         let instance = match fs::read_to_string(&instance_file) {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
@@ -64,7 +65,8 @@ impl Spool {
             }
         }
         files.sort();
-        let saved_seq = fs::read_to_string(dir.join("next_seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
+        let saved_seq =
+            fs::read_to_string(dir.join("next_seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
         let next_seq = files.last().map(|f| f.0 + 1).unwrap_or(1).max(saved_seq);
         Ok(Spool {
             dir: dir.to_path_buf(),
@@ -105,6 +107,9 @@ impl Spool {
         batch.batch_id = format!("{}-{}-{:012}", batch.node, self.instance, batch.seq);
         batch.loss.spool_dropped_batches += self.pending_loss.spool_dropped_batches;
         batch.loss.spool_dropped_records += self.pending_loss.spool_dropped_records;
+        for r in &mut batch.records {
+            r.batch_id = Some(batch.batch_id.clone());
+        }
         let bytes = serde_json::to_vec(&batch)?;
         write_atomically(&batch_file(&self.dir, batch.seq), &bytes)?;
         self.next_seq += 1;
@@ -120,7 +125,11 @@ impl Spool {
         // would lose the most useful data.
         while self.bytes() > self.max_bytes && self.files.len() > 1 {
             let (seq, _, records) = self.files.remove(0);
-            let records = if records == 0 { self.read(seq).map(|b| b.records.len() as u64).unwrap_or(0) } else { records };
+            let records = if records == 0 {
+                self.read(seq).map(|b| b.records.len() as u64).unwrap_or(0)
+            } else {
+                records
+            };
             fs::remove_file(batch_file(&self.dir, seq))?;
             self.pending_loss.spool_dropped_batches += 1;
             self.pending_loss.spool_dropped_records += records;

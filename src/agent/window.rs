@@ -53,7 +53,14 @@ pub struct WindowOutput {
 
 impl Windower {
     pub fn new(node: &str, cgroup_root: PathBuf) -> Self {
-        Windower { node: node.to_string(), cgroup_root, seen: HashMap::new(), cgroups: HashMap::new(), drops_seen: 0, evicted_seen: 0 }
+        Windower {
+            node: node.to_string(),
+            cgroup_root,
+            seen: HashMap::new(),
+            cgroups: HashMap::new(),
+            drops_seen: 0,
+            evicted_seen: 0,
+        }
     }
 
     /// Number of live sockets tracked between windows (for /metrics).
@@ -78,7 +85,13 @@ impl Windower {
         facts
     }
 
-    pub fn window(&mut self, drain: Drain, start: Timestamp, end: Timestamp, batch_hint: &str) -> WindowOutput {
+    pub fn window(
+        &mut self,
+        drain: Drain,
+        start: Timestamp,
+        end: Timestamp,
+        batch_hint: &str,
+    ) -> WindowOutput {
         let mut records = Vec::new();
         let mut live = std::collections::HashSet::with_capacity(drain.sockets.len());
         for s in &drain.sockets {
@@ -89,7 +102,9 @@ impl Windower {
             }
             let prev = match self.seen.get(&s.cookie) {
                 // Evicted and re-created since the last drain: the kernel restarted from zero.
-                Some(p) if p.first_seen_ns != s.first_seen_ns => Seen { open_reported: p.open_reported, ..Seen::default() },
+                Some(p) if p.first_seen_ns != s.first_seen_ns => {
+                    Seen { open_reported: p.open_reported, ..Seen::default() }
+                }
                 Some(p) => *p,
                 None => Seen::default(),
             };
@@ -125,7 +140,13 @@ impl Windower {
         self.drops_seen = drain.drops.max(self.drops_seen);
         let evicted = drain.evicted.saturating_sub(self.evicted_seen);
         self.evicted_seen = drain.evicted.max(self.evicted_seen);
-        WindowOutput { records, map_insert_failures: failures, evicted, map_entries: drain.map_entries, map_capacity: drain.map_capacity }
+        WindowOutput {
+            records,
+            map_insert_failures: failures,
+            evicted,
+            map_entries: drain.map_entries,
+            map_capacity: drain.map_capacity,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -179,5 +200,64 @@ impl Windower {
             batch_id: Some(batch_hint.to_string()),
             source: Some(Source::Agent),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Initiator as CInit, Proto as CProto, SocketSample};
+
+    fn sample(cookie: u64, out: u64, inn: u64, closed: bool, first_seen: u64) -> SocketSample {
+        SocketSample {
+            cookie,
+            cgroup_id: 0,
+            pid: Some(42),
+            comm: Some("curl".into()),
+            proto: CProto::Tcp,
+            ip_version: 4,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:443".parse().unwrap(),
+            requested_remote: Some("10.96.0.10:443".parse().unwrap()),
+            initiator: CInit::Local,
+            bytes_out: out,
+            bytes_in: inn,
+            packets_out: out / 100,
+            packets_in: inn / 100,
+            opened: true,
+            closed,
+            listener: false,
+            multi_remote: false,
+            first_seen_ns: first_seen,
+            last_seen_ns: first_seen,
+        }
+    }
+
+    fn drain(sockets: Vec<SocketSample>, drops: u64, evicted: u64) -> Drain {
+        Drain { sockets, drops, evicted, ring_full: 0, map_entries: 1, map_capacity: 8 }
+    }
+
+    #[test]
+    fn cumulative_counters_become_exact_window_deltas() {
+        let mut w = Windower::new("n1", std::env::temp_dir());
+        let t = |s| Timestamp::from_secs(s);
+        let a = w.window(drain(vec![sample(1, 1000, 200, false, 5)], 0, 0), t(0), t(10), "b");
+        let b = w.window(drain(vec![sample(1, 1500, 200, false, 5)], 0, 0), t(10), t(20), "b");
+        let c = w.window(drain(vec![sample(1, 1500, 200, false, 5)], 2, 0), t(20), t(30), "b");
+        let d = w.window(drain(vec![sample(1, 1800, 300, true, 5)], 2, 1), t(30), t(40), "b");
+        let all: Vec<&FlowRecord> = [&a, &b, &c, &d].iter().flat_map(|o| o.records.iter()).collect();
+        assert_eq!(all.iter().map(|r| r.bytes_out).collect::<Vec<_>>(), vec![1000, 500, 300]);
+        assert_eq!(all.iter().map(|r| r.bytes_out).sum::<u64>(), 1800, "sum of windows = kernel total");
+        assert_eq!(all.iter().map(|r| r.connections_opened).sum::<u32>(), 1, "opened once");
+        assert_eq!(all.last().unwrap().connections_closed, 1);
+        assert_eq!(all[0].remote.ip.to_string(), "10.96.0.10", "the Service VIP the app asked for");
+        assert_eq!(all[0].local.process.as_deref(), Some("curl"));
+        assert_eq!((c.map_insert_failures, d.map_insert_failures, d.evicted), (2, 0, 1));
+        assert_eq!(w.tracked_sockets(), 0, "closed sockets are forgotten");
+
+        // An entry evicted and re-created (new first_seen) restarts from zero.
+        let e = w.window(drain(vec![sample(7, 900, 0, false, 1)], 2, 1), t(40), t(50), "b");
+        let f = w.window(drain(vec![sample(7, 100, 0, false, 2)], 2, 1), t(50), t(60), "b");
+        assert_eq!(e.records[0].bytes_out + f.records[0].bytes_out, 1000);
     }
 }

@@ -13,10 +13,8 @@ use super::Error;
 /// Mount point of the cgroup v2 hierarchy (fstype `cgroup2` in `/proc/mounts`): on a
 /// unified host `/sys/fs/cgroup`, on a hybrid one usually `/sys/fs/cgroup/unified`.
 pub fn cgroup2_root() -> Result<PathBuf, Error> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|source| Error::Io {
-        context: "reading /proc/mounts".to_owned(),
-        source,
-    })?;
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|source| Error::Io { context: "reading /proc/mounts".to_owned(), source })?;
     cgroup2_root_from(&mounts).ok_or(Error::NoCgroup2)
 }
 
@@ -37,9 +35,8 @@ fn unescape_mount(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 4 <= bytes.len()
-            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
+            && let Some(v) =
+                std::str::from_utf8(&bytes[i + 1..i + 4]).ok().and_then(|oct| u8::from_str_radix(oct, 8).ok())
         {
             out.push(v);
             i += 4;
@@ -99,10 +96,7 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        CgroupResolver {
-            root: root.into(),
-            known: HashMap::new(),
-        }
+        CgroupResolver { root: root.into(), known: HashMap::new() }
     }
 
     pub fn root(&self) -> &Path {
@@ -141,10 +135,7 @@ mod tests {
         let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
                       cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        assert_eq!(
-            cgroup2_root_from(mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
+        assert_eq!(cgroup2_root_from(mounts), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         assert_eq!(cgroup2_root_from("proc /proc proc rw 0 0\n"), None);
         assert_eq!(
             cgroup2_root_from("none /mnt/my\\040cg cgroup2 rw 0 0\n"),

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
-    SockOps,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError, SockOps,
 };
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
@@ -70,14 +69,9 @@ impl KernelCapture {
         };
         let cgroup = File::open(&cgroup_path).map_err(|source| {
             if source.kind() == io::ErrorKind::PermissionDenied {
-                Error::PermissionDenied {
-                    action: format!("opening cgroup {}", cgroup_path.display()),
-                }
+                Error::PermissionDenied { action: format!("opening cgroup {}", cgroup_path.display()) }
             } else {
-                Error::Cgroup {
-                    path: cgroup_path.clone(),
-                    source,
-                }
+                Error::Cgroup { path: cgroup_path.clone(), source }
             }
         })?;
         raise_memlock_limit();
@@ -97,12 +91,11 @@ impl KernelCapture {
 
         let stats = BpfHashMap::try_from(take_map(&mut ebpf, "SOCK_STATS")?)
             .map_err(|e| map_error("SOCK_STATS", e))?;
-        let meta = BpfHashMap::try_from(take_map(&mut ebpf, "SOCK_META")?)
-            .map_err(|e| map_error("SOCK_META", e))?;
-        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)
-            .map_err(|e| map_error("EVENTS", e))?;
-        let drops = PerCpuArray::try_from(take_map(&mut ebpf, "DROPS")?)
-            .map_err(|e| map_error("DROPS", e))?;
+        let meta =
+            BpfHashMap::try_from(take_map(&mut ebpf, "SOCK_META")?).map_err(|e| map_error("SOCK_META", e))?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|e| map_error("EVENTS", e))?;
+        let drops =
+            PerCpuArray::try_from(take_map(&mut ebpf, "DROPS")?).map_err(|e| map_error("DROPS", e))?;
 
         tracing::debug!(cgroup = %cgroup_path.display(), capacity, ring_bytes, "eBPF capture attached");
         Ok(KernelCapture {
@@ -135,17 +128,11 @@ impl KernelCapture {
     pub fn drain(&mut self) -> Result<Drain, Error> {
         // The map first, then the ring: the probes submit a close event before deleting
         // the entry, so a socket missing from the map walk has its event in the ring.
-        let metas: HashMap<u64, EgrSockMeta> = self
-            .meta
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|e| map_error("SOCK_META", e))?;
+        let metas: HashMap<u64, EgrSockMeta> =
+            self.meta.iter().collect::<Result<_, _>>().map_err(|e| map_error("SOCK_META", e))?;
         // A HashMap because a walk that races with deletes can restart and repeat keys.
-        let live: HashMap<u64, EgrSockStats> = self
-            .stats
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|e| map_error("SOCK_STATS", e))?;
+        let live: HashMap<u64, EgrSockStats> =
+            self.stats.iter().collect::<Result<_, _>>().map_err(|e| map_error("SOCK_STATS", e))?;
 
         let mut closed: HashMap<u64, EgrCloseEvent> = HashMap::new();
         while let Some(item) = self.events.next() {
@@ -176,11 +163,7 @@ impl KernelCapture {
             }
         }
         for (&cookie, ev) in &closed {
-            let meta = if ev.has_meta != 0 {
-                Some(&ev.meta)
-            } else {
-                metas.get(&cookie)
-            };
+            let meta = if ev.has_meta != 0 { Some(&ev.meta) } else { metas.get(&cookie) };
             if ev.kind != abi::EGR_EV_TCP_CLOSE && ev.kind != abi::EGR_EV_SOCK_RELEASE {
                 tracing::warn!(kind = ev.kind, "unknown close event kind");
             }
@@ -215,10 +198,7 @@ impl KernelCapture {
     fn drop_counters(&self) -> Result<[u64; 4], Error> {
         let mut out = [0u64; 4];
         for (slot, total) in out.iter_mut().enumerate() {
-            let values = self
-                .drops
-                .get(&(slot as u32), 0)
-                .map_err(|e| map_error("DROPS", e))?;
+            let values = self.drops.get(&(slot as u32), 0).map_err(|e| map_error("DROPS", e))?;
             *total = values.iter().sum();
         }
         Ok(out)
@@ -227,11 +207,7 @@ impl KernelCapture {
 
 fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: bool) -> SocketSample {
     let t = &s.tuple;
-    let ip_version = if t.ip_version != 0 {
-        t.ip_version
-    } else {
-        meta.map_or(0, |m| m.ip_version)
-    };
+    let ip_version = if t.ip_version != 0 { t.ip_version } else { meta.map_or(0, |m| m.ip_version) };
     let local = abi::sock_addr(ip_version, &t.local_addr, t.local_port);
     let remote = abi::sock_addr(ip_version, &t.remote_addr, t.remote_port);
     let requested = meta
@@ -239,9 +215,8 @@ fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: boo
         .map(|m| abi::sock_addr(m.ip_version, &m.requested_addr, m.requested_port));
     // An IPv4 peer reached through a dual-stack socket is asked for as ::ffff:a.b.c.d;
     // that is the same destination, not a rewrite.
-    let requested_remote = requested.filter(|r| {
-        r.port() != remote.port() || r.ip().to_canonical() != remote.ip().to_canonical()
-    });
+    let requested_remote = requested
+        .filter(|r| r.port() != remote.port() || r.ip().to_canonical() != remote.ip().to_canonical());
     let initiator = if s.flags & abi::EGR_F_INIT_LOCAL != 0 {
         Initiator::Local
     } else if s.flags & abi::EGR_F_INIT_REMOTE != 0 {
@@ -260,9 +235,7 @@ fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: boo
         cookie,
         cgroup_id: s.cgroup_id,
         pid: meta.map(|m| m.pid).filter(|&p| p != 0),
-        comm: meta
-            .map(|m| abi::comm_string(&m.comm))
-            .filter(|c| !c.is_empty()),
+        comm: meta.map(|m| abi::comm_string(&m.comm)).filter(|c| !c.is_empty()),
         proto,
         ip_version,
         local,
@@ -284,20 +257,14 @@ fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: boo
 
 /// The kernel wants a power of two, a multiple of the page size.
 fn ring_size(requested: u32) -> u32 {
-    requested
-        .max(4096)
-        .checked_next_power_of_two()
-        .unwrap_or(1 << 31)
+    requested.max(4096).checked_next_power_of_two().unwrap_or(1 << 31)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory
 /// cgroup. Raising it is harmless where it is not needed and fails silently without
 /// CAP_SYS_RESOURCE (the load then reports EPERM).
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid, fully initialised struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }
@@ -313,14 +280,9 @@ fn map_error(name: &str, e: MapError) -> Error {
     if let MapError::SyscallError(sys) = &e
         && is_eperm(&sys.io_error)
     {
-        return Error::PermissionDenied {
-            action: format!("accessing eBPF map {name}"),
-        };
+        return Error::PermissionDenied { action: format!("accessing eBPF map {name}") };
     }
-    Error::Map {
-        map: name.to_owned(),
-        message: e.to_string(),
-    }
+    Error::Map { map: name.to_owned(), message: e.to_string() }
 }
 
 fn is_eperm(e: &io::Error) -> bool {
@@ -329,23 +291,12 @@ fn is_eperm(e: &io::Error) -> bool {
 
 fn load_error(e: EbpfError) -> Error {
     match e {
-        EbpfError::MapError(MapError::CreateError { name, io_error, .. })
-            if is_eperm(&io_error) =>
-        {
-            Error::PermissionDenied {
-                action: format!("creating eBPF map {name}"),
-            }
+        EbpfError::MapError(MapError::CreateError { name, io_error, .. }) if is_eperm(&io_error) => {
+            Error::PermissionDenied { action: format!("creating eBPF map {name}") }
         }
-        EbpfError::MapError(e) => Error::Map {
-            map: String::new(),
-            message: e.to_string(),
-        },
-        EbpfError::BtfError(e) => Error::MissingBtf {
-            detail: e.to_string(),
-        },
-        EbpfError::NoBTF => Error::MissingBtf {
-            detail: "no BTF in the probe object".to_owned(),
-        },
+        EbpfError::MapError(e) => Error::Map { map: String::new(), message: e.to_string() },
+        EbpfError::BtfError(e) => Error::MissingBtf { detail: e.to_string() },
+        EbpfError::NoBTF => Error::MissingBtf { detail: "no BTF in the probe object".to_owned() },
         other => Error::Load(other.to_string()),
     }
 }
@@ -364,11 +315,8 @@ fn attach(ebpf: &mut Ebpf, name: &str, cgroup: &File, cgroup_path: &Path) -> Res
         "egr_egress" | "egr_ingress" => {
             let p: &mut CgroupSkb = program.try_into().map_err(load_err)?;
             p.load().map_err(load_err)?;
-            let kind = if name == "egr_egress" {
-                CgroupSkbAttachType::Egress
-            } else {
-                CgroupSkbAttachType::Ingress
-            };
+            let kind =
+                if name == "egr_egress" { CgroupSkbAttachType::Egress } else { CgroupSkbAttachType::Ingress };
             p.attach(cgroup, kind, mode).map_err(attach_err)?;
         }
         "egr_sockops" => {
@@ -392,14 +340,9 @@ fn attach(ebpf: &mut Ebpf, name: &str, cgroup: &File, cgroup_path: &Path) -> Res
 
 fn program_load_error(name: &str, e: ProgramError) -> Error {
     match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             if io_error.raw_os_error() == Some(libc::EPERM) {
-                Error::PermissionDenied {
-                    action: format!("loading probe {name}"),
-                }
+                Error::PermissionDenied { action: format!("loading probe {name}") }
             } else {
                 Error::ProbeLoad {
                     program: name.to_owned(),
@@ -426,9 +369,5 @@ fn attach_error(name: &str, cgroup: &Path, e: ProgramError) -> Error {
             action: format!("attaching probe {name} to cgroup {}", cgroup.display()),
         };
     }
-    Error::Attach {
-        program: name.to_owned(),
-        cgroup: cgroup.to_path_buf(),
-        source,
-    }
+    Error::Attach { program: name.to_owned(), cgroup: cgroup.to_path_buf(), source }
 }

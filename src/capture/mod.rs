@@ -63,11 +63,7 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig {
-            cgroup_path: None,
-            max_sockets: 65_536,
-            ring_bytes: 4 << 20,
-        }
+        CaptureConfig { cgroup_path: None, max_sockets: 65_536, ring_bytes: 4 << 20 }
     }
 }
 
@@ -182,10 +178,7 @@ pub struct ReplaySource {
 
 impl ReplaySource {
     pub fn new(drains: impl IntoIterator<Item = Drain>) -> Self {
-        ReplaySource {
-            drains: drains.into_iter().collect(),
-            capacity: 0,
-        }
+        ReplaySource { drains: drains.into_iter().collect(), capacity: 0 }
     }
 
     /// True when every prepared drain has been handed out.
@@ -201,10 +194,7 @@ impl EventSource for ReplaySource {
                 self.capacity = d.map_capacity;
                 Ok(d)
             }
-            None => Ok(Drain {
-                map_capacity: self.capacity,
-                ..Drain::default()
-            }),
+            None => Ok(Drain { map_capacity: self.capacity, ..Drain::default() }),
         }
     }
 }
@@ -241,11 +231,7 @@ pub enum Error {
          (egressor needs >= 5.10 with BPF ring buffers) or lack a program type. \
          Verifier log:\n{verifier_log}"
     )]
-    ProbeLoad {
-        program: String,
-        reason: String,
-        verifier_log: String,
-    },
+    ProbeLoad { program: String, reason: String, verifier_log: String },
 
     #[error("cannot attach probe `{program}` to cgroup {}: {source}", cgroup.display())]
     Attach {

@@ -56,6 +56,18 @@ pub enum Command {
     Agent(AgentArgs),
     /// Fetch new flow batches from agents into the workspace (safe to interrupt and re-run).
     Pull(PullArgs),
+    /// What the traffic costs: classified, priced with tiers and free allowances, explained.
+    Cost(CostArgs),
+    /// The transfer graph: who sends how much to whom, with classes and cost.
+    Graph(GraphArgs),
+    /// Live full-screen view of transfer and its cost (local capture, agents, or a replay).
+    Top(TopArgs),
+    /// Show the price tables in use, or check a price file.
+    #[command(subcommand)]
+    Pricing(PricingCommand),
+    /// Check a topology file, or store one in the workspace as the default for `cost`.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
     /// Inspect and maintain the workspace.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -139,6 +151,120 @@ pub struct FlowsArgs {
     pub out: OutputArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Start of the period (default 30d); tiers still count the month's earlier traffic.
+    #[arg(long, value_parser = parse_time_bound, default_value = "30d")]
+    pub since: TimeBound,
+    /// End of the period (exclusive; default now).
+    #[arg(long, value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    /// How to group cost lines.
+    #[arg(long, value_parser = ["namespace", "workload", "service", "edge", "class", "node", "zone"], default_value = "workload")]
+    pub by: String,
+    /// Only the N most expensive lines (the totals still cover everything).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Print the arithmetic of every line and of every meter it draws on.
+    #[arg(long)]
+    pub explain: bool,
+    /// Add savings recommendations, each with its evidence and computed monthly saving.
+    #[arg(long)]
+    pub recommend: bool,
+    /// Topology file (VPCs, subnets, NAT gateways, peerings, endpoints); default: the one stored
+    /// in the workspace (`egressor topology set`), if any.
+    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
+    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Start of the period (default 24h).
+    #[arg(long, value_parser = parse_time_bound, default_value = "24h")]
+    pub since: TimeBound,
+    /// End of the period (exclusive; default now).
+    #[arg(long, value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    /// What a node of the graph is.
+    #[arg(long, value_parser = ["pod", "workload", "service", "namespace", "node", "zone", "process"], default_value = "workload")]
+    pub level: String,
+    /// Only the part of the graph around nodes whose name contains this.
+    #[arg(long)]
+    pub focus: Option<String>,
+    /// How many edges away from the focus to go.
+    #[arg(long, default_value_t = 1)]
+    pub hops: usize,
+    /// Follow edges out of the focus, into it, or both.
+    #[arg(long, value_parser = ["out", "in", "both"], default_value = "both")]
+    pub direction: String,
+    /// Only edges of this class (cross-zone, internet, ...).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// At most this many edges (largest first).
+    #[arg(long)]
+    pub top: Option<usize>,
+    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    pub pricing: Vec<PathBuf>,
+    /// table, json, dot (Graphviz) or mermaid.
+    #[arg(long, short = 'o', value_enum, default_value_t = crate::views::graph::GraphFormat::Table)]
+    pub output: crate::views::graph::GraphFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Watch these agents instead of capturing locally (repeatable).
+    #[arg(long = "agent", value_name = "URL")]
+    pub agents: Vec<String>,
+    /// Bearer token for the agents.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Play back the workspace instead of live traffic.
+    #[arg(long)]
+    pub replay: bool,
+    /// With --replay: where to start (default 1h ago).
+    #[arg(long, value_parser = parse_time_bound, default_value = "1h")]
+    pub since: TimeBound,
+    /// With --replay: recorded seconds per second.
+    #[arg(long, default_value_t = 60.0)]
+    pub speed: f64,
+    /// Refresh interval (default 250ms: 4 Hz).
+    #[arg(long, value_parser = parse_duration, default_value = "250ms")]
+    pub interval: std::time::Duration,
+    /// Starting level: pod, workload, service, namespace, node, zone, process.
+    #[arg(long, value_parser = ["pod", "workload", "service", "namespace", "node", "zone", "process"], default_value = "workload")]
+    pub level: String,
+    /// Live capture: only this cgroup v2 subtree.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Print one snapshot and exit (for scripts): the whole --replay range, or one --interval of
+    /// live traffic (use e.g. --interval 5s).
+    #[arg(long)]
+    pub once: bool,
+    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Check a topology file; every problem is reported as file:line:col.
+    Validate { file: PathBuf },
+    /// Check a topology file and store it in the workspace as the default for `cost`.
+    Set { file: PathBuf },
+    /// Print the topology stored in the workspace.
+    Show,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
     /// Path, schema version, row counts, time range and size on disk.
@@ -147,6 +273,37 @@ pub enum WorkspaceCommand {
     Prune(OutputArgs),
     /// Show or change retention (days of raw flows, days of hourly rollups).
     Retention(RetentionArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricingCommand {
+    /// Print every price (tiers, payer, free allowance, source) after overrides.
+    Show(PricingShowArgs),
+    /// Check a price file; every problem is reported as file:line:col.
+    Validate(PricingValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PricingShowArgs {
+    /// Only this provider (aws, gcp, azure).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Only what traffic sent from this region pays (e.g. us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Override files for negotiated rates and per-CIDR rules (repeatable; later files win).
+    #[arg(long = "prices", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    pub prices: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PricingValidateArgs {
+    pub file: PathBuf,
+    /// Check it as a partial override file (sources optional, CIDR rules allowed).
+    #[arg(long = "override")]
+    pub is_override: bool,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +396,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Reads a token file: the first line, trimmed; an empty file is an error.
 pub fn read_token(path: &std::path::Path) -> Result<String> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read token file {}", path.display()))?;
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
     let t = s.lines().next().unwrap_or("").trim().to_string();
     anyhow::ensure!(!t.is_empty(), "token file {} is empty", path.display());
     Ok(t)

@@ -16,6 +16,9 @@ use anyhow::Result;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
 
+/// The demo shop's network: VPCs, subnets per zone, one NAT gateway per region, a peering.
+pub const DEMO_TOPOLOGY: &str = include_str!("../../docs/examples/demo-topology.toml");
+
 /// Length of one demo window. Agents default to 10 s; five minutes keeps two weeks of demo small.
 pub const WINDOW_SECS: i64 = 300;
 
@@ -144,18 +147,102 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
-    Workload { namespace: "web", kind: "Deployment", name: "frontend", service: Some("frontend"), process: "node", zones: &[0, 1, 2] },
-    Workload { namespace: "shop", kind: "Deployment", name: "checkout", service: Some("checkout"), process: "java", zones: &[0, 1] },
-    Workload { namespace: "shop", kind: "Deployment", name: "cart", service: Some("cart"), process: "cartservice", zones: &[1, 2] },
-    Workload { namespace: "shop", kind: "Deployment", name: "catalog", service: Some("catalog"), process: "catalog", zones: &[0, 1, 2] },
-    Workload { namespace: "shop", kind: "Deployment", name: "payments", service: Some("payments"), process: "payments", zones: &[0, 2] },
-    Workload { namespace: "shop", kind: "Deployment", name: "recommendations", service: Some("recommendations"), process: "python3", zones: &[1, 2] },
-    Workload { namespace: "data", kind: "StatefulSet", name: "orders-db", service: Some("orders-db"), process: "postgres", zones: &[0] },
-    Workload { namespace: "data", kind: "StatefulSet", name: "redis", service: Some("redis"), process: "redis-server", zones: &[1] },
-    Workload { namespace: "data", kind: "CronJob", name: "analytics-etl", service: None, process: "spark-submit", zones: &[2] },
-    Workload { namespace: "platform", kind: "DaemonSet", name: "log-shipper", service: None, process: "fluent-bit", zones: &[0, 0, 1, 1, 2, 2] },
-    Workload { namespace: "platform", kind: "DaemonSet", name: "metrics-agent", service: None, process: "metrics-agent", zones: &[0, 0, 1, 1, 2, 2] },
-    Workload { namespace: "shop", kind: "Deployment", name: "inventory", service: Some("inventory"), process: "inventory", zones: &[3, 4] },
+    Workload {
+        namespace: "web",
+        kind: "Deployment",
+        name: "frontend",
+        service: Some("frontend"),
+        process: "node",
+        zones: &[0, 1, 2],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "checkout",
+        service: Some("checkout"),
+        process: "java",
+        zones: &[0, 1],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "cart",
+        service: Some("cart"),
+        process: "cartservice",
+        zones: &[1, 2],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "catalog",
+        service: Some("catalog"),
+        process: "catalog",
+        zones: &[0, 1, 2],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "payments",
+        service: Some("payments"),
+        process: "payments",
+        zones: &[0, 2],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "recommendations",
+        service: Some("recommendations"),
+        process: "python3",
+        zones: &[1, 2],
+    },
+    Workload {
+        namespace: "data",
+        kind: "StatefulSet",
+        name: "orders-db",
+        service: Some("orders-db"),
+        process: "postgres",
+        zones: &[0],
+    },
+    Workload {
+        namespace: "data",
+        kind: "StatefulSet",
+        name: "redis",
+        service: Some("redis"),
+        process: "redis-server",
+        zones: &[1],
+    },
+    Workload {
+        namespace: "data",
+        kind: "CronJob",
+        name: "analytics-etl",
+        service: None,
+        process: "spark-submit",
+        zones: &[2],
+    },
+    Workload {
+        namespace: "platform",
+        kind: "DaemonSet",
+        name: "log-shipper",
+        service: None,
+        process: "fluent-bit",
+        zones: &[0, 0, 1, 1, 2, 2],
+    },
+    Workload {
+        namespace: "platform",
+        kind: "DaemonSet",
+        name: "metrics-agent",
+        service: None,
+        process: "metrics-agent",
+        zones: &[0, 0, 1, 1, 2, 2],
+    },
+    Workload {
+        namespace: "shop",
+        kind: "Deployment",
+        name: "inventory",
+        service: Some("inventory"),
+        process: "inventory",
+        zones: &[3, 4],
+    },
 ];
 
 fn build_pods() -> Vec<Vec<Pod>> {
@@ -237,23 +324,176 @@ const LEAK_SINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 23);
 const CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
 
 const EDGES: &[Edge] = &[
-    Edge { client: "frontend", server: Peer::Workload("checkout"), port: 8080, proto: Proto::Tcp, out: 18e6, back: 60e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "frontend", server: Peer::Workload("catalog"), port: 8080, proto: Proto::Tcp, out: 25e6, back: 900e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "frontend", server: Peer::Workload("cart"), port: 8080, proto: Proto::Tcp, out: 12e6, back: 40e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "frontend", server: Peer::Workload("recommendations"), port: 8080, proto: Proto::Tcp, out: 8e6, back: 120e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "checkout", server: Peer::Workload("payments"), port: 8080, proto: Proto::Tcp, out: 6e6, back: 3e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "checkout", server: Peer::Workload("orders-db"), port: 5432, proto: Proto::Tcp, out: 30e6, back: 45e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "cart", server: Peer::Workload("redis"), port: 6379, proto: Proto::Tcp, out: 20e6, back: 35e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "catalog", server: Peer::Workload("redis"), port: 6379, proto: Proto::Tcp, out: 15e6, back: 250e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "catalog", server: Peer::Workload("inventory"), port: 8080, proto: Proto::Tcp, out: 5e6, back: 180e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "recommendations", server: Peer::Workload("catalog"), port: 8080, proto: Proto::Tcp, out: 10e6, back: 150e6, shape: Shape::Diurnal, conns: 0 },
-    Edge { client: "payments", server: Peer::External(PAYMENT_API, None), port: 443, proto: Proto::Tcp, out: 2e6, back: 1.5e6, shape: Shape::Diurnal, conns: 40 },
-    Edge { client: "log-shipper", server: Peer::External(S3, Some("aws:S3")), port: 443, proto: Proto::Tcp, out: 60e6, back: 1e6, shape: Shape::Flat, conns: 2 },
-    Edge { client: "analytics-etl", server: Peer::External(S3, Some("aws:S3")), port: 443, proto: Proto::Tcp, out: 9e9, back: 40e6, shape: Shape::Nightly, conns: 16 },
-    Edge { client: "payments", server: Peer::External(NEW_API, None), port: 443, proto: Proto::Tcp, out: 1.2e6, back: 0.8e6, shape: Shape::Diurnal, conns: 25 },
-    Edge { client: "metrics-agent", server: Peer::External(LEAK_SINK, None), port: 8443, proto: Proto::Tcp, out: 400e3, back: 8e3, shape: Shape::Flat, conns: 1 },
-    Edge { client: "frontend", server: Peer::External(CLIENTS, None), port: 0, proto: Proto::Tcp, out: 300e6, back: 40e6, shape: Shape::Diurnal, conns: 900 },
-    Edge { client: "catalog", server: Peer::Workload("catalog"), port: 7946, proto: Proto::Udp, out: 0.5e6, back: 0.5e6, shape: Shape::Flat, conns: 0 },
+    Edge {
+        client: "frontend",
+        server: Peer::Workload("checkout"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 18e6,
+        back: 60e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "frontend",
+        server: Peer::Workload("catalog"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 25e6,
+        back: 900e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "frontend",
+        server: Peer::Workload("cart"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 12e6,
+        back: 40e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "frontend",
+        server: Peer::Workload("recommendations"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 8e6,
+        back: 120e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "checkout",
+        server: Peer::Workload("payments"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 6e6,
+        back: 3e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "checkout",
+        server: Peer::Workload("orders-db"),
+        port: 5432,
+        proto: Proto::Tcp,
+        out: 30e6,
+        back: 45e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "cart",
+        server: Peer::Workload("redis"),
+        port: 6379,
+        proto: Proto::Tcp,
+        out: 20e6,
+        back: 35e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "catalog",
+        server: Peer::Workload("redis"),
+        port: 6379,
+        proto: Proto::Tcp,
+        out: 15e6,
+        back: 250e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "catalog",
+        server: Peer::Workload("inventory"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 5e6,
+        back: 180e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "recommendations",
+        server: Peer::Workload("catalog"),
+        port: 8080,
+        proto: Proto::Tcp,
+        out: 10e6,
+        back: 150e6,
+        shape: Shape::Diurnal,
+        conns: 0,
+    },
+    Edge {
+        client: "payments",
+        server: Peer::External(PAYMENT_API, None),
+        port: 443,
+        proto: Proto::Tcp,
+        out: 2e6,
+        back: 1.5e6,
+        shape: Shape::Diurnal,
+        conns: 40,
+    },
+    Edge {
+        client: "log-shipper",
+        server: Peer::External(S3, Some("aws:S3")),
+        port: 443,
+        proto: Proto::Tcp,
+        out: 60e6,
+        back: 1e6,
+        shape: Shape::Flat,
+        conns: 2,
+    },
+    Edge {
+        client: "analytics-etl",
+        server: Peer::External(S3, Some("aws:S3")),
+        port: 443,
+        proto: Proto::Tcp,
+        out: 9e9,
+        back: 40e6,
+        shape: Shape::Nightly,
+        conns: 16,
+    },
+    Edge {
+        client: "payments",
+        server: Peer::External(NEW_API, None),
+        port: 443,
+        proto: Proto::Tcp,
+        out: 1.2e6,
+        back: 0.8e6,
+        shape: Shape::Diurnal,
+        conns: 25,
+    },
+    Edge {
+        client: "metrics-agent",
+        server: Peer::External(LEAK_SINK, None),
+        port: 8443,
+        proto: Proto::Tcp,
+        out: 400e3,
+        back: 8e3,
+        shape: Shape::Flat,
+        conns: 1,
+    },
+    Edge {
+        client: "frontend",
+        server: Peer::External(CLIENTS, None),
+        port: 0,
+        proto: Proto::Tcp,
+        out: 300e6,
+        back: 40e6,
+        shape: Shape::Diurnal,
+        conns: 900,
+    },
+    Edge {
+        client: "catalog",
+        server: Peer::Workload("catalog"),
+        port: 7946,
+        proto: Proto::Udp,
+        out: 0.5e6,
+        back: 0.5e6,
+        shape: Shape::Flat,
+        conns: 0,
+    },
 ];
 
 /// Indices into EDGES of the edges that carry injected events.
@@ -417,7 +657,13 @@ impl Scenario {
         let seed = self.spec.seed;
         let clients = self.workload_pods(edge.client);
         let noise = |pair: u64, salt: u64| 0.85 + 0.3 * unit(seed, ei as u64, pair, window_idx, salt);
-        let record = |local: Endpoint, remote: Endpoint, node: &str, initiator, bytes_out: u64, bytes_in: u64, conns: u32| {
+        let record = |local: Endpoint,
+                      remote: Endpoint,
+                      node: &str,
+                      initiator,
+                      bytes_out: u64,
+                      bytes_in: u64,
+                      conns: u32| {
             FlowRecord {
                 window_start: ws,
                 window_end: we,
@@ -451,10 +697,24 @@ impl Scenario {
                         // Internet clients behind the load balancer: they open, the frontend answers.
                         (8443, 40000 + (pair as u16 % 20000), Initiator::Remote, b_out, b_in)
                     } else {
-                        (32768 + (mix(pair ^ ei as u64) % 28000) as u16, edge.port, Initiator::Local, b_out, b_in)
+                        (
+                            32768 + (mix(pair ^ ei as u64) % 28000) as u16,
+                            edge.port,
+                            Initiator::Local,
+                            b_out,
+                            b_in,
+                        )
                     };
                     remote.port = remote_port;
-                    out.push(record(c.endpoint(local_port, true), remote, &c.node, initiator, b_out, b_in, conns));
+                    out.push(record(
+                        c.endpoint(local_port, true),
+                        remote,
+                        &c.node,
+                        initiator,
+                        b_out,
+                        b_in,
+                        conns,
+                    ));
                 }
                 Peer::Workload(server) => {
                     let servers = self.workload_pods(server);
@@ -514,6 +774,11 @@ pub fn write(ws: &mut Workspace, spec: DemoSpec) -> Result<DemoReport> {
     }
     let report = session.commit()?;
     ws.record_demo_events(scenario.spec.seed, &scenario.events)?;
+    // The demo's network, so `egressor cost` can see its NAT gateways and peering without flags.
+    // Stored only where no topology was set: a user's own file is never replaced by the demo's.
+    if ws.topology()?.is_none() {
+        ws.set_topology(DEMO_TOPOLOGY, "docs/examples/demo-topology.toml")?;
+    }
     Ok(DemoReport {
         records,
         batches_ingested: report.batches_ingested.len(),
@@ -558,13 +823,23 @@ mod tests {
         };
         let day = 12;
         let during = sum_edge(day, spike.started_at, spike.ended_at);
-        let before = sum_edge(day - 1, spike.started_at.add_micros(-Timestamp::MICROS_PER_DAY), spike.ended_at.add_micros(-Timestamp::MICROS_PER_DAY));
+        let before = sum_edge(
+            day - 1,
+            spike.started_at.add_micros(-Timestamp::MICROS_PER_DAY),
+            spike.ended_at.add_micros(-Timestamp::MICROS_PER_DAY),
+        );
         assert!(during as f64 > 5.0 * before as f64, "spike {during} vs same hours the day before {before}");
         // The new endpoint is silent before its start.
-        let new_api = |day: u32| s.day(day).iter().filter(|r| r.remote.ip.to_string() == "192.0.2.77").count();
+        let new_api =
+            |day: u32| s.day(day).iter().filter(|r| r.remote.ip.to_string() == "192.0.2.77").count();
         assert_eq!(new_api(5), 0);
         assert!(new_api(13) > 0);
         // The leak runs at night too.
-        assert!(s.day(13).iter().any(|r| r.remote.port == 8443 && r.window_start.to_datetime().format("%H").to_string() == "03"));
+        assert!(
+            s.day(13)
+                .iter()
+                .any(|r| r.remote.port == 8443
+                    && r.window_start.to_datetime().format("%H").to_string() == "03")
+        );
     }
 }

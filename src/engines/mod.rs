@@ -1,4 +1,12 @@
-//! Pure functions over model types: pricing tables (and, as they land, classification, cost, graph,
-//! baselines and anomalies). Nothing here does I/O except loading a user's pricing file.
+//! Pure functions over model types: pricing tables, the network topology, classification, cost and
+//! savings (and, as they land, graph, baselines and anomalies). Nothing here does I/O except loading
+//! a user's pricing or topology file.
 
+pub mod classify;
+pub mod cloud_ranges;
+pub mod cost;
+pub mod graph;
+pub mod live;
 pub mod pricing;
+pub mod savings;
+pub mod topology;

@@ -23,7 +23,7 @@
 //! that tie, so a lookup never depends on file order.
 
 mod schema;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -42,10 +42,7 @@ pub use validate::Problem;
 pub const SHIPPED_TABLES: [(&str, &str); 3] = [
     ("pricing/aws.toml", include_str!("../../pricing/aws.toml")),
     ("pricing/gcp.toml", include_str!("../../pricing/gcp.toml")),
-    (
-        "pricing/azure.toml",
-        include_str!("../../pricing/azure.toml"),
-    ),
+    ("pricing/azure.toml", include_str!("../../pricing/azure.toml")),
 ];
 
 /// Why a price file could not be used. A file with any problem yields no table at all.
@@ -59,10 +56,7 @@ pub enum PricingError {
     },
     /// One or more problems, each rendered as `file:line:col: message` on its own line.
     #[error("{}", render_problems(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
@@ -389,10 +383,7 @@ pub struct CidrRule {
     pub origin: Origin,
 }
 
-fn serialize_display<S: serde::Serializer, T: fmt::Display>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_display<S: serde::Serializer, T: fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -429,11 +420,7 @@ fn best_score(selectors: &[Selector], region: &str) -> Option<u8> {
 }
 
 fn selectors_label(selectors: &[Selector]) -> String {
-    selectors
-        .iter()
-        .map(Selector::label)
-        .collect::<Vec<_>>()
-        .join(", ")
+    selectors.iter().map(Selector::label).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Debug, Clone)]
@@ -488,22 +475,15 @@ pub struct PriceTable {
 
 impl PriceTable {
     /// Parses and validates one file's text. `path` is only used in messages and citations.
-    pub fn parse(
-        path: impl Into<PathBuf>,
-        text: &str,
-        kind: TableKind,
-    ) -> Result<PriceTable, PricingError> {
+    pub fn parse(path: impl Into<PathBuf>, text: &str, kind: TableKind) -> Result<PriceTable, PricingError> {
         let path = path.into();
-        validate::parse_table(&path, text, kind)
-            .map_err(|problems| PricingError::Invalid { path, problems })
+        validate::parse_table(&path, text, kind).map_err(|problems| PricingError::Invalid { path, problems })
     }
 
     /// Reads and parses a file; the only I/O in this module.
     pub fn load_file(path: &Path, kind: TableKind) -> Result<PriceTable, PricingError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PricingError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PricingError::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, &text, kind)
     }
 
@@ -597,9 +577,7 @@ impl PriceBook {
             book.tables.push(table_info(&table));
             let prices = ProviderPrices {
                 currency: table.currency,
-                tier_accumulation: table
-                    .tier_accumulation
-                    .unwrap_or(TierAccumulation::PerSourceRegion),
+                tier_accumulation: table.tier_accumulation.unwrap_or(TierAccumulation::PerSourceRegion),
                 rates: table.rates,
                 hourly: table.hourly,
                 allowances: table.allowances,
@@ -608,10 +586,7 @@ impl PriceBook {
                 layers: 1,
             };
             book.providers.insert(table.provider, prices);
-            book.providers
-                .get_mut(&table.provider)
-                .expect("just inserted")
-                .attach_allowances();
+            book.providers.get_mut(&table.provider).expect("just inserted").attach_allowances();
         }
         Ok(book)
     }
@@ -627,10 +602,7 @@ impl PriceBook {
                 line,
                 column,
                 "provider",
-                format!(
-                    "no base price table for provider {} to override",
-                    table.provider
-                ),
+                format!("no base price table for provider {} to override", table.provider),
             ));
         };
         if table.currency != prices.currency {
@@ -651,25 +623,14 @@ impl PriceBook {
         if let Some(acc) = table.tier_accumulation {
             prices.tier_accumulation = acc;
         }
-        prices
-            .rates
-            .extend(table.rates.into_iter().map(|e| RateEntry { layer, ..e }));
-        prices
-            .hourly
-            .extend(table.hourly.into_iter().map(|e| HourlyEntry { layer, ..e }));
-        prices.allowances.extend(
-            table
-                .allowances
-                .into_iter()
-                .map(|e| AllowanceEntry { layer, ..e }),
-        );
+        prices.rates.extend(table.rates.into_iter().map(|e| RateEntry { layer, ..e }));
+        prices.hourly.extend(table.hourly.into_iter().map(|e| HourlyEntry { layer, ..e }));
+        prices.allowances.extend(table.allowances.into_iter().map(|e| AllowanceEntry { layer, ..e }));
         for alias in table.aliases {
             prices.aliases.retain(|a| a.category != alias.category);
             prices.aliases.push(alias);
         }
-        prices
-            .cidr_rules
-            .extend(table.cidr_rules.into_iter().map(|r| (layer, r)));
+        prices.cidr_rules.extend(table.cidr_rules.into_iter().map(|r| (layer, r)));
         prices.attach_allowances();
         self.tables.push(info);
         Ok(self)
@@ -725,12 +686,7 @@ impl PriceBook {
     }
 
     /// The hourly charge of `kind` in `region`.
-    pub fn hourly(
-        &self,
-        provider: Provider,
-        region: &str,
-        kind: HourlyKind,
-    ) -> Option<&HourlyCharge> {
+    pub fn hourly(&self, provider: Provider, region: &str, kind: HourlyKind) -> Option<&HourlyCharge> {
         let prices = self.providers.get(&provider)?;
         let mut best: Option<((usize, u8), &HourlyCharge)> = None;
         for entry in prices.hourly.iter().filter(|e| e.charge.kind == kind) {
@@ -765,11 +721,7 @@ impl PriceBook {
                 continue;
             }
             let accumulation = prices.tier_accumulation.as_str();
-            for entry in prices
-                .rates
-                .iter()
-                .filter(|e| region.is_none_or(|r| prices.resolves_to(e, r)))
-            {
+            for entry in prices.rates.iter().filter(|e| region.is_none_or(|r| prices.resolves_to(e, r))) {
                 let rate = &entry.rate;
                 for (i, tier) in rate.tiers.iter().enumerate() {
                     rows.push(PriceRow {
@@ -789,9 +741,7 @@ impl PriceBook {
                         free: rate
                             .free
                             .as_ref()
-                            .map(|f| {
-                                format!("{} {}/month ({})", f.units.normalize(), rate.unit, f.scope)
-                            })
+                            .map(|f| format!("{} {}/month ({})", f.units.normalize(), rate.unit, f.scope))
                             .unwrap_or_default(),
                         tier_accumulation: if rate.tiers.len() > 1 {
                             accumulation.to_string()
@@ -909,12 +859,7 @@ fn table_info(table: &PriceTable) -> TableInfo {
 fn invalid(path: &str, line: usize, column: usize, field: &str, message: String) -> PricingError {
     PricingError::Invalid {
         path: PathBuf::from(path),
-        problems: vec![Problem {
-            line,
-            column,
-            field: field.to_string(),
-            message,
-        }],
+        problems: vec![Problem { line, column, field: field.to_string(), message }],
     }
 }
 
@@ -966,9 +911,7 @@ impl ProviderPrices {
         for selector in &entry.dests {
             match selector {
                 Selector::Region(r) => dests.push(Some(r)),
-                Selector::Group { members, .. } => {
-                    dests.extend(members.iter().map(|m| Some(m.as_str())))
-                }
+                Selector::Group { members, .. } => dests.extend(members.iter().map(|m| Some(m.as_str()))),
                 // "*" is the only selector a destination literally named "*" matches, so it probes
                 // exactly the fallback; categories with an optional destination probe it with None.
                 Selector::Any => dests.push(match rate.category.destination_use() {

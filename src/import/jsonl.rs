@@ -7,15 +7,19 @@ use std::io::BufRead;
 use std::path::Path;
 
 /// Parses every line and hands valid records to `sink`; the first bad line is an [`ImportError`].
-pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowRecord) -> Result<()>) -> Result<u64> {
+pub fn read(
+    file: &Path,
+    mut lines: Box<dyn BufRead>,
+    mut sink: impl FnMut(FlowRecord) -> Result<()>,
+) -> Result<u64> {
     let mut buf = String::new();
     let mut line_no = 0u64;
     let mut n = 0u64;
     loop {
         buf.clear();
-        let read = lines
-            .read_line(&mut buf)
-            .with_context(|| format!("{}:{}: cannot read (is it UTF-8 text?)", file.display(), line_no + 1))?;
+        let read = lines.read_line(&mut buf).with_context(|| {
+            format!("{}:{}: cannot read (is it UTF-8 text?)", file.display(), line_no + 1)
+        })?;
         if read == 0 {
             break;
         }

@@ -7,8 +7,8 @@
 //! Mapping (also in docs/data-model.md):
 //! - node: `instance-id` when present, else `interface-id` (the ENI is where AWS observed the flow).
 //! - direction: with `flow-direction`, `egress` makes the source the local side (bytes_out) and
-//!   `ingress` makes the destination the local side (bytes_in). Without it (v2), every record is
-//!   read as egress from `srcaddr`, as AWS records one direction per line.
+//!   `ingress` makes the destination the local side (bytes_in). Without it (v2), a record from a
+//!   public address to a private one is ingress; every other record is egress from `srcaddr`.
 //! - addresses: `pkt-srcaddr`/`pkt-dstaddr` (the packet's real addresses, e.g. a pod behind a NAT or
 //!   an EKS secondary IP) win over `srcaddr`/`dstaddr` when present.
 //! - `az-id` and `region` describe the local side; `pkt-dst-aws-service` (or `pkt-src-...` for
@@ -28,17 +28,54 @@ use std::path::Path;
 
 /// The fields of the default (version 2) format, in order.
 const DEFAULT_FIELDS: &[&str] = &[
-    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol",
-    "packets", "bytes", "start", "end", "action", "log-status",
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
 ];
 
 /// Every field AWS documents for versions 2-5 (later versions add more; unknown names in a header are
 /// accepted and ignored so new AWS fields do not break imports).
 const KNOWN_FIELDS: &[&str] = &[
-    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol",
-    "packets", "bytes", "start", "end", "action", "log-status", "vpc-id", "subnet-id", "instance-id",
-    "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr", "region", "az-id", "sublocation-type",
-    "sublocation-id", "pkt-src-aws-service", "pkt-dst-aws-service", "flow-direction", "traffic-path",
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "tcp-flags",
+    "type",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
+    "region",
+    "az-id",
+    "sublocation-type",
+    "sublocation-id",
+    "pkt-src-aws-service",
+    "pkt-dst-aws-service",
+    "flow-direction",
+    "traffic-path",
 ];
 
 #[derive(Debug, Default)]
@@ -83,16 +120,20 @@ fn is_header(line: &str) -> bool {
             .all(|t| t.chars().all(|c| c.is_ascii_lowercase() || c == '-') && KNOWN_FIELDS.contains(&t))
 }
 
-pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowRecord) -> Result<()>) -> Result<Skipped> {
+pub fn read(
+    file: &Path,
+    mut lines: Box<dyn BufRead>,
+    mut sink: impl FnMut(FlowRecord) -> Result<()>,
+) -> Result<Skipped> {
     let mut skipped = Skipped::default();
     let mut layout: Option<Layout> = None;
     let mut buf = String::new();
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let read = lines
-            .read_line(&mut buf)
-            .with_context(|| format!("{}:{}: cannot read (is it UTF-8 text?)", file.display(), line_no + 1))?;
+        let read = lines.read_line(&mut buf).with_context(|| {
+            format!("{}:{}: cannot read (is it UTF-8 text?)", file.display(), line_no + 1)
+        })?;
         if read == 0 {
             break;
         }
@@ -134,7 +175,11 @@ pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowR
                 format!(
                     "expected {} space-separated fields ({}), found {}",
                     layout.names.len(),
-                    if layout.names.len() == DEFAULT_FIELDS.len() { "default v2 format" } else { "as in the header" },
+                    if layout.names.len() == DEFAULT_FIELDS.len() {
+                        "default v2 format"
+                    } else {
+                        "as in the header"
+                    },
                     row.len()
                 ),
             )
@@ -151,7 +196,11 @@ pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowR
             }
             Some("OK") | None => {}
             Some(other) => {
-                return Err(err(Some("log-status"), format!("unknown value {other:?} (OK, NODATA, SKIPDATA)")).into());
+                return Err(err(
+                    Some("log-status"),
+                    format!("unknown value {other:?} (OK, NODATA, SKIPDATA)"),
+                )
+                .into());
             }
         }
         match layout.get(&row, "action") {
@@ -160,7 +209,9 @@ pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowR
                 continue;
             }
             Some("ACCEPT") | None => {}
-            Some(other) => return Err(err(Some("action"), format!("unknown value {other:?} (ACCEPT, REJECT)")).into()),
+            Some(other) => {
+                return Err(err(Some("action"), format!("unknown value {other:?} (ACCEPT, REJECT)")).into());
+            }
         }
         let record = to_record(layout, &row).map_err(|(f, m)| err(Some(f), m))?;
         sink(record)?;
@@ -169,10 +220,11 @@ pub fn read(file: &Path, mut lines: Box<dyn BufRead>, mut sink: impl FnMut(FlowR
 }
 
 fn to_record(l: &Layout, row: &[&str]) -> Result<FlowRecord, (&'static str, String)> {
-    fn need<'a>(l: &Layout, row: &[&'a str], f: &'static str) -> Result<&'a str, (&'static str, String)> {
-        l.get(row, f).ok_or((f, "missing value ('-') on a line with log-status OK".to_string()))
-    }
-    fn num<T: std::str::FromStr>(l: &Layout, row: &[&str], f: &'static str) -> Result<Option<T>, (&'static str, String)> {
+    fn num<T: std::str::FromStr>(
+        l: &Layout,
+        row: &[&str],
+        f: &'static str,
+    ) -> Result<Option<T>, (&'static str, String)> {
         match l.get(row, f) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| (f, format!("{v:?} is not a valid number"))),
@@ -206,7 +258,9 @@ fn to_record(l: &Layout, row: &[&str]) -> Result<FlowRecord, (&'static str, Stri
         return Err(("dstaddr", format!("{dst} and source {src} are of different IP versions")));
     }
     let egress = match l.get(row, "flow-direction") {
-        None | Some("egress") => true,
+        // Without a direction (v2), the ENI's side is the private one when exactly one side is.
+        None => !is_private(dst) || is_private(src),
+        Some("egress") => true,
         Some("ingress") => false,
         Some(other) => return Err(("flow-direction", format!("unknown value {other:?} (ingress, egress)"))),
     };
@@ -245,6 +299,18 @@ fn to_record(l: &Layout, row: &[&str]) -> Result<FlowRecord, (&'static str, Stri
         batch_id: None,
         source: None,
     })
+}
+
+/// Addresses that can belong to an interface inside a VPC: RFC 1918, CGNAT (100.64/10), link-local,
+/// and IPv6 unique-local.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 fn node_of(l: &Layout, row: &[&str]) -> Option<String> {
@@ -302,9 +368,13 @@ version vpc-id subnet-id instance-id interface-id account-id type srcaddr dstadd
         let (recs, _) = parse(text).unwrap();
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[0].node, "i-01234567890123456");
-        assert_eq!(recs[0].initiator, Initiator::Local, "bare SYN: the sender opened");
+        // No flow-direction in v3: public -> private is read as ingress, so the instance is local.
+        assert_eq!(recs[0].local.ip.to_string(), "10.0.0.62");
+        assert_eq!(recs[0].bytes_in, 568);
+        assert_eq!(recs[0].initiator, Initiator::Remote, "bare SYN from outside: the peer opened");
         assert_eq!(recs[0].connections_opened, 1);
-        assert_eq!(recs[1].initiator, Initiator::Remote, "SYN-ACK: the peer opened");
+        assert_eq!(recs[1].bytes_out, 376);
+        assert_eq!(recs[1].initiator, Initiator::Remote, "our SYN-ACK: the peer opened");
         assert_eq!(recs[2].connections_closed, 1);
 
         let v5 = "\

@@ -6,8 +6,10 @@
 //! (`docs/data-model.md`); changing it means bumping [`FLOW_SCHEMA_VERSION`] and writing a migration.
 
 mod time;
+mod traffic;
 
-pub use time::{Timestamp, TimeBound, parse_time_bound};
+pub use time::{TimeBound, Timestamp, parse_time_bound};
+pub use traffic::{Party, TrafficRow, traffic_rows};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -176,10 +178,8 @@ impl FlowRecord {
         if self.node.is_empty() {
             return Err(("node", "must not be empty".into()));
         }
-        if let Some(b) = &self.batch_id {
-            if b.is_empty() {
-                return Err(("batch_id", "must not be empty when present".into()));
-            }
+        if self.batch_id.as_ref().is_some_and(|b| b.is_empty()) {
+            return Err(("batch_id", "must not be empty when present".into()));
         }
         Ok(())
     }
@@ -260,4 +260,21 @@ mod tests {
         r.ip_version = 4;
         assert!(r.validate().is_ok());
     }
+}
+
+/// One tick of a live feed: the records of `[start, end)`.
+#[derive(Debug, Clone)]
+pub struct FeedTick {
+    pub records: Vec<FlowRecord>,
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+/// Where `egressor top` gets flow records from, one tick at a time: local capture (`agent`),
+/// agents over HTTP (`transport`) or a replay of the workspace (`store`).
+pub trait FlowFeed {
+    /// The next tick's records; `None` when the feed has ended (a replay reached its end).
+    fn tick(&mut self) -> anyhow::Result<Option<FeedTick>>;
+    /// For the title line: "local capture on host", "replay 60x", ...
+    fn describe(&self) -> String;
 }

@@ -35,6 +35,17 @@ impl Timestamp {
     pub fn floor_day(self) -> Self {
         Timestamp(self.0.div_euclid(Self::MICROS_PER_DAY) * Self::MICROS_PER_DAY)
     }
+    /// Start of the UTC calendar month containing this instant: monthly price tiers restart there.
+    pub fn floor_month(self) -> Self {
+        use chrono::Datelike;
+        let d = self.to_datetime();
+        let first = Utc.with_ymd_and_hms(d.year(), d.month(), 1, 0, 0, 0).single().expect("valid date");
+        Timestamp(first.timestamp_micros())
+    }
+    /// Start of the next UTC calendar month.
+    pub fn next_month(self) -> Self {
+        Timestamp(self.floor_month().0 + 32 * Self::MICROS_PER_DAY).floor_month()
+    }
     pub fn add_micros(self, us: i64) -> Self {
         Timestamp(self.0.saturating_add(us))
     }
@@ -55,9 +66,7 @@ impl Timestamp {
             let ndt = d.and_hms_opt(0, 0, 0).expect("midnight exists");
             return Ok(Timestamp(Utc.from_utc_datetime(&ndt).timestamp_micros()));
         }
-        Err(format!(
-            "`{s}` is not a time: use RFC 3339 (2026-11-20T10:00:00Z) or a date (2026-11-20)"
-        ))
+        Err(format!("`{s}` is not a time: use RFC 3339 (2026-11-20T10:00:00Z) or a date (2026-11-20)"))
     }
 }
 
@@ -114,19 +123,14 @@ pub fn parse_time_bound(s: &str) -> Result<TimeBound, String> {
             "d" => Timestamp::MICROS_PER_DAY,
             "w" => 7 * Timestamp::MICROS_PER_DAY,
             _ => {
-                return Err(format!(
-                    "`{t}`: unknown unit `{unit}` (use s, m, h, d or w, e.g. 7d)"
-                ));
+                return Err(format!("`{t}`: unknown unit `{unit}` (use s, m, h, d or w, e.g. 7d)"));
             }
         };
-        return n
-            .checked_mul(per)
-            .map(TimeBound::Ago)
-            .ok_or_else(|| format!("`{t}`: duration too large"));
+        return n.checked_mul(per).map(TimeBound::Ago).ok_or_else(|| format!("`{t}`: duration too large"));
     }
-    Timestamp::parse(t).map(TimeBound::At).map_err(|e| {
-        format!("{e}, or a duration before now such as 7d, 24h, 30m")
-    })
+    Timestamp::parse(t)
+        .map(TimeBound::At)
+        .map_err(|e| format!("{e}, or a duration before now such as 7d, 24h, 30m"))
 }
 
 #[cfg(test)]

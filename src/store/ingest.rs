@@ -73,7 +73,12 @@ impl ArrowChunk {
                 ColType::U64 => Builder::U64(UInt64Builder::with_capacity(ARROW_ROWS)),
             })
             .collect();
-        ArrowChunk { builders, rows: 0, ip_buf: String::with_capacity(48), schema: Arc::new(Schema::new(fields)) }
+        ArrowChunk {
+            builders,
+            rows: 0,
+            ip_buf: String::with_capacity(48),
+            schema: Arc::new(Schema::new(fields)),
+        }
     }
 
     fn push(&mut self, r: &FlowRecord) {
@@ -130,7 +135,9 @@ pub struct BatchSummary {
 enum BatchState {
     New(BatchSummary),
     /// Already in the workspace before this session: its records are skipped.
-    Existing { records_skipped: u64 },
+    Existing {
+        records_skipped: u64,
+    },
 }
 
 /// What an ingest did: new batches stored, and batches skipped because they were already there.
@@ -257,7 +264,8 @@ impl IngestSession<'_> {
             return Ok(());
         }
         let dims = schema::ROLLUP_DIMENSIONS.join(", ");
-        let sums: Vec<String> = schema::ROLLUP_MEASURES.iter().map(|m| format!("sum({m})::UBIGINT")).collect();
+        let sums: Vec<String> =
+            schema::ROLLUP_MEASURES.iter().map(|m| format!("sum({m})::UBIGINT")).collect();
         self.ws.conn.execute_batch(&format!(
             "INSERT INTO flows_hourly
                  SELECT date_trunc('hour', window_start) AS hour, {dims}, {sp} AS service_port,
@@ -277,7 +285,9 @@ impl IngestSession<'_> {
         self.append_chunk()?;
         self.move_staged()?;
         let seq: i64 =
-            self.ws.conn.query_row("SELECT coalesce(max(ingest_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
+            self.ws
+                .conn
+                .query_row("SELECT coalesce(max(ingest_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
         let now = Timestamp::now().micros();
         let mut report = IngestReport { origin: self.origin.clone(), ..Default::default() };
         {

@@ -7,6 +7,7 @@
 
 pub mod ingest;
 mod query;
+pub mod replay;
 pub mod schema;
 
 pub use ingest::{IngestReport, IngestSession};
@@ -35,10 +36,7 @@ impl Workspace {
                 .with_context(|| format!("cannot create workspace directory {}", dir.display()))?;
         }
         let conn = Connection::open(path).with_context(|| {
-            format!(
-                "cannot open workspace {} (is another egressor process writing to it?)",
-                path.display()
-            )
+            format!("cannot open workspace {} (is another egressor process writing to it?)", path.display())
         })?;
         let mut ws = Workspace { conn, path: Some(path.to_path_buf()) };
         ws.migrate().with_context(|| format!("workspace {}", path.display()))?;
@@ -54,12 +52,6 @@ impl Workspace {
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
-    }
-
-    /// Direct access for engines that run their SQL on the workspace (kept crate-private so that
-    /// DuckDB stays behind this module's API for everything else).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -113,6 +105,18 @@ impl Workspace {
         Ok(())
     }
 
+    /// The topology `cost` uses when none is given: (TOML text, where it came from).
+    pub fn topology(&self) -> Result<Option<(String, String)>> {
+        let origin = self.setting("topology_origin")?.unwrap_or_else(|| "workspace".into());
+        Ok(self.setting("topology")?.map(|t| (t, origin)))
+    }
+
+    /// Stores a (checked) topology as the workspace default.
+    pub fn set_topology(&self, text: &str, origin: &str) -> Result<()> {
+        self.set_setting("topology", text)?;
+        self.set_setting("topology_origin", origin)
+    }
+
     /// Retention in days for (raw flows, hourly rollups).
     pub fn retention(&self) -> Result<(u32, u32)> {
         let get = |k: &str, d: u32| -> Result<u32> {
@@ -149,10 +153,10 @@ impl Workspace {
         let raw_cut = now.add_micros(-(raw_days as i64) * Timestamp::MICROS_PER_DAY);
         let roll_cut = now.add_micros(-(rollup_days as i64) * Timestamp::MICROS_PER_DAY);
         let tx = self.conn.transaction()?;
-        let raw_deleted =
-            tx.execute("DELETE FROM flows WHERE window_start < make_timestamp(?)", params![raw_cut.micros()])?;
-        let rollup_deleted =
-            tx.execute("DELETE FROM flows_hourly WHERE hour < make_timestamp(?)", params![roll_cut.micros()])?;
+        let raw_deleted = tx
+            .execute("DELETE FROM flows WHERE window_start < make_timestamp(?)", params![raw_cut.micros()])?;
+        let rollup_deleted = tx
+            .execute("DELETE FROM flows_hourly WHERE hour < make_timestamp(?)", params![roll_cut.micros()])?;
         let before: i64 = tx.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;
         let dims = schema::ROLLUP_DIMENSIONS.join(", ");
         let sums: Vec<String> = schema::ROLLUP_MEASURES

@@ -2,7 +2,7 @@
 
 use super::Workspace;
 use super::schema::{self, ColType};
-use crate::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
+use crate::model::{Endpoint, FlowRecord, Initiator, Party, Proto, Source, Timestamp, TrafficRow};
 use anyhow::{Context, Result, anyhow};
 use duckdb::{Row, params_from_iter, types::Value};
 use serde::Serialize;
@@ -84,12 +84,17 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> Result<FlowRecord> {
         u32::try_from(num(at)?).map_err(|_| anyhow!("{}: out of range", cols[at].name))
     };
     Ok(FlowRecord {
-        window_start: Timestamp::from_micros(row.get::<_, Option<i64>>(0)?.ok_or_else(|| anyhow!("window_start: missing value"))?),
-        window_end: Timestamp::from_micros(row.get::<_, Option<i64>>(1)?.ok_or_else(|| anyhow!("window_end: missing value"))?),
+        window_start: Timestamp::from_micros(
+            row.get::<_, Option<i64>>(0)?.ok_or_else(|| anyhow!("window_start: missing value"))?,
+        ),
+        window_end: Timestamp::from_micros(
+            row.get::<_, Option<i64>>(1)?.ok_or_else(|| anyhow!("window_end: missing value"))?,
+        ),
         node: text(2)?,
         local: endpoint(3)?,
         remote: endpoint(3 + schema::ENDPOINT_COLUMNS)?,
-        proto: Proto::parse(&proto).ok_or_else(|| anyhow!("proto: unknown value {proto:?} (tcp, udp, other)"))?,
+        proto: Proto::parse(&proto)
+            .ok_or_else(|| anyhow!("proto: unknown value {proto:?} (tcp, udp, other)"))?,
         ip_version: u8::try_from(num(e + 1)?).map_err(|_| anyhow!("ip_version: out of range"))?,
         initiator: Initiator::parse(&initiator)
             .ok_or_else(|| anyhow!("initiator: unknown value {initiator:?} (local, remote, unknown)"))?,
@@ -101,7 +106,10 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> Result<FlowRecord> {
         connections_closed: u32_of(e + 8)?,
         batch_id: row.get(e + 9)?,
         source: match source {
-            Some(s) => Some(Source::parse(&s).ok_or_else(|| anyhow!("source: unknown value {s:?} (agent, import, demo)"))?),
+            Some(s) => Some(
+                Source::parse(&s)
+                    .ok_or_else(|| anyhow!("source: unknown value {s:?} (agent, import, demo)"))?,
+            ),
             None => None,
         },
     })
@@ -125,14 +133,16 @@ pub struct WorkspaceInfo {
 }
 
 impl Workspace {
-    /// Calls `each` for every flow matching `filter`, in window order; stops at the first error.
-    pub fn for_each_flow(&self, filter: &FlowFilter, mut each: impl FnMut(FlowRecord) -> Result<()>) -> Result<u64> {
+    /// Calls `each` for every flow matching `filter`, in a total order (window first, then every column,
+    /// so two workspaces with the same rows export byte-identical files); stops at the first error.
+    pub fn for_each_flow(
+        &self,
+        filter: &FlowFilter,
+        mut each: impl FnMut(FlowRecord) -> Result<()>,
+    ) -> Result<u64> {
         let (where_sql, ps) = filter.where_sql("window_start");
         let limit = filter.limit.map(|l| format!("LIMIT {l}")).unwrap_or_default();
-        let sql = format!(
-            "SELECT {} FROM flows {where_sql} ORDER BY window_start, node, batch_id {limit}",
-            flow_select_list()
-        );
+        let sql = format!("SELECT {} FROM flows {where_sql} ORDER BY ALL {limit}", flow_select_list());
         let mut st = self.conn.prepare(&sql)?;
         let mut rows = st.query(params_from_iter(ps))?;
         let mut n = 0;
@@ -149,12 +159,15 @@ impl Workspace {
         let limit = filter.limit.map(|l| format!("LIMIT {l}")).unwrap_or_default();
         let target = out.to_str().ok_or_else(|| anyhow!("output path {} is not UTF-8", out.display()))?;
         let sql = format!(
-            "COPY (SELECT {} FROM flows {where_sql} ORDER BY window_start, node, batch_id {limit}) \
+            "COPY (SELECT {} FROM flows {where_sql} ORDER BY ALL {limit}) \
              TO '{}' (FORMAT parquet, COMPRESSION zstd)",
             schema::flow_column_list(),
             target.replace('\'', "''")
         );
-        let n = self.conn.execute(&sql, params_from_iter(ps)).with_context(|| format!("writing {}", out.display()))?;
+        let n = self
+            .conn
+            .execute(&sql, params_from_iter(ps))
+            .with_context(|| format!("writing {}", out.display()))?;
         Ok(n as u64)
     }
 
@@ -190,7 +203,8 @@ impl Workspace {
                 }
             })
             .collect();
-        let mut st = self.conn.prepare(&format!("SELECT {} FROM read_parquet('{quoted}')", list.join(", ")))?;
+        let mut st =
+            self.conn.prepare(&format!("SELECT {} FROM read_parquet('{quoted}')", list.join(", ")))?;
         let mut rows = st.query([])?;
         let mut n = 0u64;
         while let Some(row) = rows.next()? {
@@ -215,10 +229,8 @@ impl Workspace {
             .collect::<Result<Vec<_>, _>>()?;
         let size = match &self.path {
             Some(p) => {
-                let wal = p.with_extension(format!(
-                    "{}.wal",
-                    p.extension().and_then(|e| e.to_str()).unwrap_or("")
-                ));
+                let wal =
+                    p.with_extension(format!("{}.wal", p.extension().and_then(|e| e.to_str()).unwrap_or("")));
                 std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
                     + std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
             }
@@ -254,5 +266,143 @@ impl Workspace {
             q("SELECT sum(bytes_out), sum(bytes_in) FROM flows")?,
             q("SELECT sum(bytes_out), sum(bytes_in) FROM flows_hourly")?,
         ))
+    }
+}
+
+/// Party columns of `flows_hourly`, in the order [`party_from`] reads them.
+const PARTY_COLS: [&str; 10] = [
+    "ip",
+    "process",
+    "pod",
+    "namespace",
+    "workload_kind",
+    "workload_name",
+    "service",
+    "node",
+    "zone",
+    "region",
+];
+
+fn party_from(row: &Row<'_>, at: usize, has: &[bool; 10]) -> Result<Party> {
+    let mut v: Vec<Option<String>> = Vec::with_capacity(10);
+    let mut i = at;
+    for present in has {
+        if *present {
+            v.push(row.get(i)?);
+            i += 1;
+        } else {
+            v.push(None);
+        }
+    }
+    let mut it = v.into_iter();
+    let ip = it
+        .next()
+        .flatten()
+        .map(|s| s.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()))
+        .transpose()
+        .context("bad address in flows_hourly")?;
+    let mut next = || it.next().flatten();
+    Ok(Party {
+        ip,
+        process: next(),
+        pod: next(),
+        namespace: next(),
+        workload_kind: next(),
+        workload_name: next(),
+        service: next(),
+        node: next(),
+        zone: next(),
+        region: next(),
+    })
+}
+
+/// Which party columns exist in the rollup: it has no local node (that is `node`) and no remote process.
+const LOCAL_HAS: [bool; 10] = [true, true, true, true, true, true, true, false, true, true];
+const REMOTE_HAS: [bool; 10] = [true, false, true, true, true, true, true, true, true, true];
+
+/// The aggregate behind [`Workspace::traffic`], over `table` with time column `ts`; parameters are
+/// (period start, month start, period end).
+fn traffic_sql(table: &str, ts: &str) -> String {
+    let cols = |side: &str, has: &[bool; 10]| -> Vec<String> {
+        PARTY_COLS.iter().zip(has).filter(|(_, h)| **h).map(|(c, _)| format!("{side}_{c}")).collect()
+    };
+    let mut dims = vec!["node".to_string()];
+    dims.extend(cols("local", &LOCAL_HAS));
+    dims.extend(cols("remote", &REMOTE_HAS));
+    let dims = dims.join(", ");
+    format!(
+        "SELECT epoch_us(date_trunc('month', {ts})) AS month, {ts} >= make_timestamp(?) AS in_period, {dims},
+                sum(bytes_out), sum(bytes_in)
+         FROM {table}
+         WHERE {ts} >= make_timestamp(?) AND {ts} < make_timestamp(?)
+         GROUP BY ALL ORDER BY ALL"
+    )
+}
+
+impl Workspace {
+    /// The bare DuckDB aggregate of [`Workspace::traffic`] without turning rows into values: what the
+    /// cost benchmark compares the whole cost computation against. `raw` runs it over `flows`
+    /// instead of the hourly rollups. Returns the number of groups.
+    pub fn traffic_aggregate_only(&self, since: Timestamp, until: Timestamp, raw: bool) -> Result<u64> {
+        let since = since.floor_hour();
+        let sql =
+            if raw { traffic_sql("flows", "window_start") } else { traffic_sql("flows_hourly", "hour") };
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows =
+            st.query(duckdb::params![since.micros(), since.floor_month().micros(), until.micros()])?;
+        let mut n = 0;
+        while rows.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Traffic per (node, local party, remote party) and calendar month from the hourly rollups, for
+    /// the hours in `[since, until)` plus, marked `in_period = false`, the hours of the same month
+    /// before `since` (monthly price tiers start counting at the first of the month). Rollups are
+    /// hourly, so `since` is taken down to its hour. Sorted, so the cost engine sees the same order
+    /// every time.
+    pub fn traffic(&self, since: Timestamp, until: Timestamp) -> Result<Vec<TrafficRow>> {
+        let since = since.floor_hour();
+        let sql = traffic_sql("flows_hourly", "hour");
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows =
+            st.query(duckdb::params![since.micros(), since.floor_month().micros(), until.micros()])?;
+        let (local_has, remote_has) = (LOCAL_HAS, REMOTE_HAS);
+        let mut out = Vec::new();
+        let n_local = local_has.iter().filter(|h| **h).count();
+        let n_remote = remote_has.iter().filter(|h| **h).count();
+        while let Some(r) = rows.next()? {
+            let month: i64 = r.get(0)?;
+            let in_period: bool = r.get(1)?;
+            let node: String = r.get(2)?;
+            let local = party_from(r, 3, &local_has)?;
+            let mut local = local;
+            local.node = Some(node.clone());
+            let remote = party_from(r, 3 + n_local, &remote_has)?;
+            let at = 3 + n_local + n_remote;
+            let bytes_out: i128 = r.get(at)?;
+            let bytes_in: i128 = r.get(at + 1)?;
+            out.push(TrafficRow {
+                month: Timestamp::from_micros(month),
+                in_period,
+                node,
+                local,
+                remote,
+                bytes_out: bytes_out as u64,
+                bytes_in: bytes_in as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// First and last hour with traffic in the rollups (cost clips its period to the data).
+    pub fn traffic_span(&self) -> Result<Option<(Timestamp, Timestamp)>> {
+        let (a, b): (Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT epoch_us(min(hour)), epoch_us(max(hour)) FROM flows_hourly",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(a.zip(b).map(|(a, b)| (Timestamp::from_micros(a), Timestamp::from_micros(b))))
     }
 }

@@ -49,21 +49,96 @@ pub struct Column {
 macro_rules! endpoint_columns {
     ($side:ident, $p:literal) => {
         [
-            Column { name: concat!($p, "_ip"), ty: ColType::Text, nullable: false, get: |r| Val::Ip(r.$side.ip) },
-            Column { name: concat!($p, "_port"), ty: ColType::U16, nullable: false, get: |r| Val::U16(r.$side.port) },
-            Column { name: concat!($p, "_process"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.process.as_deref()) },
-            Column { name: concat!($p, "_pid"), ty: ColType::U32, nullable: true, get: |r| Val::U32(r.$side.pid) },
-            Column { name: concat!($p, "_cgroup"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.cgroup.as_deref()) },
-            Column { name: concat!($p, "_container_id"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.container_id.as_deref()) },
-            Column { name: concat!($p, "_pod_uid"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.pod_uid.as_deref()) },
-            Column { name: concat!($p, "_pod"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.pod.as_deref()) },
-            Column { name: concat!($p, "_namespace"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.namespace.as_deref()) },
-            Column { name: concat!($p, "_workload_kind"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.workload_kind.as_deref()) },
-            Column { name: concat!($p, "_workload_name"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.workload_name.as_deref()) },
-            Column { name: concat!($p, "_service"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.service.as_deref()) },
-            Column { name: concat!($p, "_node"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.node.as_deref()) },
-            Column { name: concat!($p, "_zone"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.zone.as_deref()) },
-            Column { name: concat!($p, "_region"), ty: ColType::Text, nullable: true, get: |r| Val::Text(r.$side.region.as_deref()) },
+            Column {
+                name: concat!($p, "_ip"),
+                ty: ColType::Text,
+                nullable: false,
+                get: |r| Val::Ip(r.$side.ip),
+            },
+            Column {
+                name: concat!($p, "_port"),
+                ty: ColType::U16,
+                nullable: false,
+                get: |r| Val::U16(r.$side.port),
+            },
+            Column {
+                name: concat!($p, "_process"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.process.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_pid"),
+                ty: ColType::U32,
+                nullable: true,
+                get: |r| Val::U32(r.$side.pid),
+            },
+            Column {
+                name: concat!($p, "_cgroup"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.cgroup.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_container_id"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.container_id.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_pod_uid"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.pod_uid.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_pod"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.pod.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_namespace"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.namespace.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_workload_kind"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.workload_kind.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_workload_name"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.workload_name.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_service"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.service.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_node"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.node.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_zone"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.zone.as_deref()),
+            },
+            Column {
+                name: concat!($p, "_region"),
+                ty: ColType::Text,
+                nullable: true,
+                get: |r| Val::Text(r.$side.region.as_deref()),
+            },
         ]
     };
 }
@@ -77,24 +152,69 @@ pub fn flow_columns() -> &'static [Column] {
     static COLS: OnceLock<Vec<Column>> = OnceLock::new();
     COLS.get_or_init(|| {
         let mut v = vec![
-            Column { name: "window_start", ty: ColType::Timestamp, nullable: false, get: |r| Val::Ts(r.window_start.micros()) },
-            Column { name: "window_end", ty: ColType::Timestamp, nullable: false, get: |r| Val::Ts(r.window_end.micros()) },
+            Column {
+                name: "window_start",
+                ty: ColType::Timestamp,
+                nullable: false,
+                get: |r| Val::Ts(r.window_start.micros()),
+            },
+            Column {
+                name: "window_end",
+                ty: ColType::Timestamp,
+                nullable: false,
+                get: |r| Val::Ts(r.window_end.micros()),
+            },
             Column { name: "node", ty: ColType::Text, nullable: false, get: |r| Val::Text(Some(&r.node)) },
         ];
         v.extend(endpoint_columns!(local, "local"));
         v.extend(endpoint_columns!(remote, "remote"));
         v.extend([
-            Column { name: "proto", ty: ColType::Text, nullable: false, get: |r| Val::Text(Some(r.proto.as_str())) },
+            Column {
+                name: "proto",
+                ty: ColType::Text,
+                nullable: false,
+                get: |r| Val::Text(Some(r.proto.as_str())),
+            },
             Column { name: "ip_version", ty: ColType::U8, nullable: false, get: |r| Val::U8(r.ip_version) },
-            Column { name: "initiator", ty: ColType::Text, nullable: false, get: |r| Val::Text(Some(r.initiator.as_str())) },
+            Column {
+                name: "initiator",
+                ty: ColType::Text,
+                nullable: false,
+                get: |r| Val::Text(Some(r.initiator.as_str())),
+            },
             Column { name: "bytes_out", ty: ColType::U64, nullable: false, get: |r| Val::U64(r.bytes_out) },
             Column { name: "bytes_in", ty: ColType::U64, nullable: false, get: |r| Val::U64(r.bytes_in) },
-            Column { name: "packets_out", ty: ColType::U64, nullable: false, get: |r| Val::U64(r.packets_out) },
+            Column {
+                name: "packets_out",
+                ty: ColType::U64,
+                nullable: false,
+                get: |r| Val::U64(r.packets_out),
+            },
             Column { name: "packets_in", ty: ColType::U64, nullable: false, get: |r| Val::U64(r.packets_in) },
-            Column { name: "connections_opened", ty: ColType::U32, nullable: false, get: |r| Val::U32(Some(r.connections_opened)) },
-            Column { name: "connections_closed", ty: ColType::U32, nullable: false, get: |r| Val::U32(Some(r.connections_closed)) },
-            Column { name: "batch_id", ty: ColType::Text, nullable: false, get: |r| Val::Text(r.batch_id.as_deref()) },
-            Column { name: "source", ty: ColType::Text, nullable: false, get: |r| Val::Text(r.source.map(|s| s.as_str())) },
+            Column {
+                name: "connections_opened",
+                ty: ColType::U32,
+                nullable: false,
+                get: |r| Val::U32(Some(r.connections_opened)),
+            },
+            Column {
+                name: "connections_closed",
+                ty: ColType::U32,
+                nullable: false,
+                get: |r| Val::U32(Some(r.connections_closed)),
+            },
+            Column {
+                name: "batch_id",
+                ty: ColType::Text,
+                nullable: false,
+                get: |r| Val::Text(r.batch_id.as_deref()),
+            },
+            Column {
+                name: "source",
+                ty: ColType::Text,
+                nullable: false,
+                get: |r| Val::Text(r.source.map(|s| s.as_str())),
+            },
         ]);
         v
     })
@@ -109,15 +229,31 @@ pub fn flow_column_list() -> String {
 /// except the service port (the remote port of flows we initiated, the local one of flows we accepted),
 /// because ephemeral ports would make the rollup as large as the raw table.
 pub const ROLLUP_DIMENSIONS: &[&str] = &[
-    "node", "proto", "ip_version", "source",
-    "local_ip", "local_process", "local_pod", "local_namespace", "local_workload_kind",
-    "local_workload_name", "local_service", "local_zone", "local_region",
-    "remote_ip", "remote_pod", "remote_namespace", "remote_workload_kind", "remote_workload_name",
-    "remote_service", "remote_node", "remote_zone", "remote_region",
+    "node",
+    "proto",
+    "ip_version",
+    "source",
+    "local_ip",
+    "local_process",
+    "local_pod",
+    "local_namespace",
+    "local_workload_kind",
+    "local_workload_name",
+    "local_service",
+    "local_zone",
+    "local_region",
+    "remote_ip",
+    "remote_pod",
+    "remote_namespace",
+    "remote_workload_kind",
+    "remote_workload_name",
+    "remote_service",
+    "remote_node",
+    "remote_zone",
+    "remote_region",
 ];
-pub const ROLLUP_MEASURES: &[&str] = &[
-    "bytes_out", "bytes_in", "packets_out", "packets_in", "connections_opened", "connections_closed",
-];
+pub const ROLLUP_MEASURES: &[&str] =
+    &["bytes_out", "bytes_in", "packets_out", "packets_in", "connections_opened", "connections_closed"];
 
 /// The SQL expression for the service port of a raw flow row.
 pub const SERVICE_PORT_SQL: &str =

@@ -6,6 +6,7 @@
 //! fetched twice (a pull killed after ingest but before it saved its cursor) is skipped by the
 //! workspace's idempotent ingest: nothing is lost and nothing counts twice.
 
+pub mod live;
 pub mod pull;
 
 use crate::model::{FlowRecord, Timestamp};

@@ -34,41 +34,66 @@ fn cursor_keys(url: &str) -> (String, String) {
 }
 
 /// Pulls everything new from one agent. `progress` is called after each page with the batches so far.
-pub fn pull(ws: &mut Workspace, target: &AgentTarget, mut progress: impl FnMut(&PullReport)) -> Result<PullReport> {
+/// One `GET /v1/batches` page: after `after` in spool `instance` (empty: from the start). Shared by
+/// `pull` and the agent source of `egressor top` (which reads without acknowledging).
+pub fn fetch_page(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    token: Option<&str>,
+    instance: &str,
+    after: u64,
+    limit: u32,
+) -> Result<BatchPage> {
+    let mut req = client.get(format!("{base}/v1/batches")).query(&[
+        ("instance", instance),
+        ("after", &after.to_string()),
+        ("limit", &limit.to_string()),
+    ]);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach agent {base}"))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!("agent {base} refused the request (401): give the agent's token with --token-file");
+    }
+    if !status.is_success() {
+        let body = resp.text().unwrap_or_default();
+        bail!("agent {base} answered {status}: {body}");
+    }
+    let page: BatchPage =
+        resp.json().with_context(|| format!("agent {base} sent a page that is not {WIRE_SCHEMA}"))?;
+    if page.schema != WIRE_SCHEMA {
+        bail!(
+            "agent {base} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them",
+            page.schema
+        );
+    }
+    Ok(page)
+}
+
+pub fn pull(
+    ws: &mut Workspace,
+    target: &AgentTarget,
+    mut progress: impl FnMut(&PullReport),
+) -> Result<PullReport> {
     let base = target.url.trim_end_matches('/').to_string();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let (k_instance, k_cursor) = cursor_keys(&base);
     let mut instance = ws.setting(&k_instance)?.unwrap_or_default();
     let mut cursor: u64 = ws.setting(&k_cursor)?.and_then(|c| c.parse().ok()).unwrap_or(0);
     let mut report = PullReport { agent: base.clone(), ..Default::default() };
     loop {
-        let mut req = client
-            .get(format!("{base}/v1/batches"))
-            .query(&[("instance", instance.as_str()), ("after", &cursor.to_string()), ("limit", "50")]);
-        if let Some(t) = &target.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().with_context(|| format!("cannot reach agent {base}"))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            bail!("agent {base} refused the request (401): give the agent's token with --token-file");
-        }
-        if !status.is_success() {
-            let body = resp.text().unwrap_or_default();
-            bail!("agent {base} answered {status}: {body}");
-        }
-        let page: BatchPage = resp.json().with_context(|| format!("agent {base} sent a page that is not {WIRE_SCHEMA}"))?;
-        if page.schema != WIRE_SCHEMA {
-            bail!("agent {base} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them", page.schema);
-        }
+        let page = fetch_page(&client, &base, target.token.as_deref(), &instance, cursor, 50)?;
         if page.instance != instance {
             if !instance.is_empty() {
-                tracing::warn!("agent {base} has a new spool instance ({} -> {}); reading it from the start", instance, page.instance);
+                tracing::warn!(
+                    "agent {base} has a new spool instance ({} -> {}); reading it from the start",
+                    instance,
+                    page.instance
+                );
             }
             instance = page.instance.clone();
-            cursor = 0;
         }
         report.batches_fetched += page.batches.len() as u64;
         if !page.batches.is_empty() {
@@ -97,7 +122,9 @@ pub fn pull(ws: &mut Workspace, target: &AgentTarget, mut progress: impl FnMut(&
         ws.set_setting(&k_instance, &instance)?;
         ws.set_setting(&k_cursor, &cursor.to_string())?;
         if cursor > 0 {
-            let mut ack = client.post(format!("{base}/v1/ack")).query(&[("instance", instance.as_str()), ("upto", &cursor.to_string())]);
+            let mut ack = client
+                .post(format!("{base}/v1/ack"))
+                .query(&[("instance", instance.as_str()), ("upto", &cursor.to_string())]);
             if let Some(t) = &target.token {
                 ack = ack.bearer_auth(t);
             }

@@ -10,7 +10,8 @@ use std::io::Write;
 pub enum FlowSink<'o> {
     Table { rows: Vec<FlowRecord>, color: bool, out: &'o mut dyn Write },
     JsonLines { out: &'o mut dyn Write },
-    Csv { w: csv::Writer<&'o mut dyn Write>, wrote_header: bool, ip: String },
+    // Boxed: the CSV writer carries its own buffer and would make every variant that large.
+    Csv { w: Box<csv::Writer<&'o mut dyn Write>>, wrote_header: bool, ip: String },
 }
 
 impl<'o> FlowSink<'o> {
@@ -21,7 +22,7 @@ impl<'o> FlowSink<'o> {
         FlowSink::JsonLines { out }
     }
     pub fn csv(out: &'o mut dyn Write) -> Self {
-        FlowSink::Csv { w: csv::Writer::from_writer(out), wrote_header: false, ip: String::new() }
+        FlowSink::Csv { w: Box::new(csv::Writer::from_writer(out)), wrote_header: false, ip: String::new() }
     }
 
     pub fn push(&mut self, r: FlowRecord) -> Result<()> {

@@ -1,8 +1,11 @@
 //! Everything that prints: the only module that touches comfy-table (and, later, ratatui).
 //! Tables are for people; JSON and CSV are for scripts and follow the schemas in `docs/`.
 
+pub mod cost;
 pub mod flows;
+pub mod graph;
 pub mod reports;
+pub mod top;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use std::io::Write;

@@ -56,7 +56,12 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
-pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: OutputFormat, color: bool) -> Result<()> {
+pub fn workspace_info(
+    out: &mut dyn Write,
+    info: &WorkspaceInfo,
+    format: OutputFormat,
+    color: bool,
+) -> Result<()> {
     let per_record = if info.flow_records > 0 {
         format!("{:.1} B/record", info.size_on_disk_bytes as f64 / info.flow_records as f64)
     } else {
@@ -79,12 +84,20 @@ pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: OutputF
         ("bytes sent", format!("{} ({})", human_bytes(info.bytes_out), info.bytes_out)),
         ("bytes received", format!("{} ({})", human_bytes(info.bytes_in), info.bytes_in)),
         ("size on disk", format!("{} ({per_record})", human_bytes(info.size_on_disk_bytes))),
-        ("retention", format!("raw {} days, hourly {} days", info.raw_retention_days, info.rollup_retention_days)),
+        (
+            "retention",
+            format!("raw {} days, hourly {} days", info.raw_retention_days, info.rollup_retention_days),
+        ),
     ];
     emit(out, format, color, "egressor.workspace-info/v1", info, &pairs)
 }
 
-pub fn import_summary(out: &mut dyn Write, s: &ImportSummary, format: OutputFormat, color: bool) -> Result<()> {
+pub fn import_summary(
+    out: &mut dyn Write,
+    s: &ImportSummary,
+    format: OutputFormat,
+    color: bool,
+) -> Result<()> {
     if format == OutputFormat::Json {
         return write_json(out, &Versioned { schema: "egressor.import/v1", body: s });
     }
@@ -119,7 +132,15 @@ pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: OutputFormat, co
         OutputFormat::Json => write_json(out, &Versioned { schema: "egressor.demo/v1", body: r }),
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(["event_id", "kind", "started_at", "ended_at", "subject", "remote", "description"])?;
+            w.write_record([
+                "event_id",
+                "kind",
+                "started_at",
+                "ended_at",
+                "subject",
+                "remote",
+                "description",
+            ])?;
             for e in &r.events {
                 w.write_record([
                     e.event_id.as_str(),
@@ -198,10 +219,20 @@ pub fn pull_reports(
     color: bool,
 ) -> Result<()> {
     match format {
-        OutputFormat::Json => write_json(out, &Versioned { schema: "egressor.pull/v1", body: &reports }),
+        OutputFormat::Json => {
+            write_json(out, &serde_json::json!({ "schema": "egressor.pull/v1", "agents": reports }))
+        }
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(["agent", "instance", "batches_fetched", "batches_ingested", "batches_already_present", "records_ingested", "cursor"])?;
+            w.write_record([
+                "agent",
+                "instance",
+                "batches_fetched",
+                "batches_ingested",
+                "batches_already_present",
+                "records_ingested",
+                "cursor",
+            ])?;
             for r in reports {
                 w.write_record([
                     r.agent.clone(),
@@ -217,7 +248,8 @@ pub fn pull_reports(
             Ok(())
         }
         OutputFormat::Table => {
-            let mut t = new_table(&["agent", "batches", "new", "already present", "records", "cursor"], color);
+            let mut t =
+                new_table(&["agent", "batches", "new", "already present", "records", "cursor"], color);
             for r in reports {
                 t.add_row(vec![
                     r.agent.clone(),
@@ -230,6 +262,131 @@ pub fn pull_reports(
             }
             align_right(&mut t, &[1, 2, 3, 4]);
             writeln!(out, "{t}")?;
+            Ok(())
+        }
+    }
+}
+
+/// `egressor pricing show`: which tables are in force, then one row per price.
+pub fn price_rows(
+    out: &mut dyn Write,
+    book: &crate::engines::pricing::PriceBook,
+    rows: &[crate::engines::pricing::PriceRow],
+    format: OutputFormat,
+    color: bool,
+) -> Result<()> {
+    match format {
+        OutputFormat::Json => write_json(
+            out,
+            &serde_json::json!({ "schema": "egressor.prices/v1", "tables": book.tables(), "prices": rows }),
+        ),
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            for r in rows {
+                w.serialize(r)?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let tables: Vec<String> =
+                book.tables().iter().map(|t| format!("{} ({}, as of {})", t.path, t.kind, t.as_of)).collect();
+            writeln!(out, "prices: {}", tables.join(", "))?;
+            let mut t = new_table(
+                &[
+                    "provider", "charge", "variant", "from", "to", "tier", "price", "unit", "payer", "free",
+                    "origin",
+                ],
+                color,
+            );
+            let mut unverified = false;
+            for r in rows {
+                unverified |= r.unverified;
+                t.add_row(vec![
+                    r.provider.to_string(),
+                    r.charge.clone(),
+                    r.variant.clone(),
+                    r.regions.clone(),
+                    r.destination.clone(),
+                    r.tier.clone(),
+                    format!("{}{}", r.price, if r.unverified { " ?" } else { "" }),
+                    r.unit.clone(),
+                    r.payer.clone(),
+                    r.free.clone(),
+                    r.origin.clone(),
+                ]);
+            }
+            align_right(&mut t, &[6]);
+            writeln!(out, "{t}")?;
+            if unverified {
+                writeln!(
+                    out,
+                    "? unverified: see the source at the origin line (--output json shows it in full)"
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `top --once`: the live model's edges (sorted by rate) and cost rates.
+pub fn live_snapshot(
+    out: &mut dyn Write,
+    m: &crate::engines::live::LiveModel,
+    format: OutputFormat,
+    color: bool,
+) -> Result<()> {
+    let mut edges: Vec<_> = m.edges.iter().collect();
+    edges.sort_by(|a, b| {
+        b.rate.total_cmp(&a.rate).then_with(|| a.src.cmp(&b.src)).then_with(|| a.dst.cmp(&b.dst))
+    });
+    match format {
+        OutputFormat::Json => write_json(
+            out,
+            &serde_json::json!({
+                "schema": "egressor.top/v1",
+                "level": m.level,
+                "seconds": m.seconds,
+                "bytes_per_sec": m.bytes_per_sec,
+                "cost_per_hour": m.cost_per_hour,
+                "currency": m.currency,
+                "class_cost_per_hour": m.class_rate,
+                "edges": edges,
+            }),
+        ),
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(["from", "to", "class", "bytes", "bytes_per_sec", "cost", "cost_per_hour"])?;
+            for e in edges {
+                w.write_record([
+                    e.src.clone(),
+                    e.dst.clone(),
+                    e.class.to_string(),
+                    e.total_bytes.to_string(),
+                    format!("{:.1}", e.rate),
+                    e.total_cost.to_string(),
+                    e.cost_per_hour.to_string(),
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let mut t =
+                new_table(&["from", "to", "class", "bytes", "rate", &format!("{}/h", m.currency)], color);
+            for e in edges {
+                t.add_row(vec![
+                    e.src.clone(),
+                    e.dst.clone(),
+                    e.class.to_string(),
+                    crate::model::human_bytes(e.total_bytes),
+                    crate::views::graph::human_rate(e.rate),
+                    e.cost_per_hour.to_string(),
+                ]);
+            }
+            align_right(&mut t, &[3, 4, 5]);
+            writeln!(out, "{t}")?;
+            writeln!(out, "cost now {} {}/h over {:.1} s", m.cost_per_hour, m.currency, m.seconds)?;
             Ok(())
         }
     }

@@ -31,7 +31,7 @@ use egressor::capture::{
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
-const CLIENT_COMM: &str = "egr-client";
+pub(crate) const CLIENT_COMM: &str = "egr-client";
 
 // ---------------------------------------------------------------------------------------
 // Tests
@@ -81,15 +81,10 @@ fn tcp_passive_side_counts_ingress_and_marks_remote_initiator() {
     }
     assert_eq!(got, REPLY);
     drop(stream);
-    assert_eq!(
-        child.expect_line("RECEIVED").parse::<u64>().unwrap(),
-        REQUEST
-    );
+    assert_eq!(child.expect_line("RECEIVED").parse::<u64>().unwrap(), REQUEST);
     child.wait_ok();
 
-    let samples = drain_until(&mut cap, |s| {
-        s.iter().any(|x| x.remote == client_local && x.closed)
-    });
+    let samples = drain_until(&mut cap, |s| s.iter().any(|x| x.remote == client_local && x.closed));
     let s = one(&samples, |x| x.remote == client_local);
     eprintln!("passive: {s:?}");
     assert_eq!(s.proto, Proto::Tcp);
@@ -119,10 +114,7 @@ fn burst_of_2000_short_tcp_connections_all_reported_with_bytes() {
     let env = TestEnv::new("burst");
     // A socket map smaller than the number of connections: the close events, not the
     // map, carry the short connections.
-    let mut cap = env.capture(CaptureConfig {
-        max_sockets: 1024,
-        ..CaptureConfig::default()
-    });
+    let mut cap = env.capture(CaptureConfig { max_sockets: 1024, ..CaptureConfig::default() });
     let server = Server::start("127.0.0.1:0");
     let mut child = env.spawn_client(&format!("tcp-burst {} {CONNS} {}", server.addr, KIB));
     child.expect_line("DONE");
@@ -138,11 +130,7 @@ fn burst_of_2000_short_tcp_connections_all_reported_with_bytes() {
         last = cap.drain().unwrap();
         for s in &last.sockets {
             if s.remote == server.addr && s.closed {
-                assert!(
-                    seen.insert(s.cookie),
-                    "cookie {} reported closed twice",
-                    s.cookie
-                );
+                assert!(seen.insert(s.cookie), "cookie {} reported closed twice", s.cookie);
                 closed.push(s.clone());
             }
         }
@@ -158,11 +146,7 @@ fn burst_of_2000_short_tcp_connections_all_reported_with_bytes() {
         last.evicted,
         last.ring_full
     );
-    assert_eq!(
-        closed.len(),
-        CONNS,
-        "every short connection reported by its close event"
-    );
+    assert_eq!(closed.len(), CONNS, "every short connection reported by its close event");
     for s in &closed {
         assert_eq!(s.proto, Proto::Tcp);
         assert_eq!(s.initiator, Initiator::Local);
@@ -184,15 +168,7 @@ fn connect_through_dnat_reports_requested_destination() {
     let ns = NetNs::new("egr-dnat");
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     // A "Service VIP" that exists only as a DNAT rule, as kube-proxy does it.
-    ns.exec(&[
-        "ip",
-        "route",
-        "add",
-        "local",
-        "198.51.100.0/24",
-        "dev",
-        "lo",
-    ]);
+    ns.exec(&["ip", "route", "add", "local", "198.51.100.0/24", "dev", "lo"]);
     let mut server = env.spawn_in_ns(&ns, "tcp-serve 127.0.0.1:0 0", false);
     let port = server.expect_line("PORT");
     ns.exec(&[
@@ -236,8 +212,8 @@ fn tcp_over_veth_between_network_namespaces() {
     let veth_b = format!("egrb{}", std::process::id() % 100_000);
     // Addresses of test hosts that exist only in these namespaces (RFC 2544 range).
     run(&[
-        "ip", "link", "add", &veth_a, "netns", &a.name, "type", "veth", "peer", "name", &veth_b,
-        "netns", &b.name,
+        "ip", "link", "add", &veth_a, "netns", &a.name, "type", "veth", "peer", "name", &veth_b, "netns",
+        &b.name,
     ]);
     a.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", &veth_a]);
     b.exec(&["ip", "addr", "add", "198.18.0.2/24", "dev", &veth_b]);
@@ -272,22 +248,14 @@ fn tcp_over_veth_between_network_namespaces() {
 #[test]
 fn lru_overflow_is_counted_not_silent() {
     let env = TestEnv::new("overflow");
-    let mut cap = env.capture(CaptureConfig {
-        max_sockets: 64,
-        ..CaptureConfig::default()
-    });
+    let mut cap = env.capture(CaptureConfig { max_sockets: 64, ..CaptureConfig::default() });
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     // 300 live UDP sockets, each sends one datagram, waits, then sends another.
     let mut child = env.spawn_client(&format!("udp-many {addr} 300"));
     child.expect_line("SENT1");
     let first = cap.drain().unwrap();
-    assert!(
-        first.map_entries <= first.map_capacity,
-        "{} > {}",
-        first.map_entries,
-        first.map_capacity
-    );
+    assert!(first.map_entries <= first.map_capacity, "{} > {}", first.map_entries, first.map_capacity);
     assert_eq!(first.map_capacity, 64);
     child.send_line("again");
     child.expect_line("SENT2");
@@ -296,10 +264,7 @@ fn lru_overflow_is_counted_not_silent() {
         "overflow: first drain {} entries; second drain {} entries, evicted {}, drops {}",
         first.map_entries, second.map_entries, second.evicted, second.drops
     );
-    assert!(
-        second.evicted > 0,
-        "evictions of sockets seen in the first drain are counted"
-    );
+    assert!(second.evicted > 0, "evictions of sockets seen in the first drain are counted");
     child.send_line("exit");
     child.wait_ok();
     drop(server);
@@ -311,16 +276,9 @@ fn capture_detaches_on_drop() {
     let cap = env.capture(CaptureConfig::default());
     assert_eq!(cap.cgroup_path(), env.path.as_path());
     let attached = bpftool_cgroup_progs(&env.path);
-    assert!(
-        attached >= 8,
-        "8 programs attached, bpftool shows {attached}"
-    );
+    assert!(attached >= 8, "8 programs attached, bpftool shows {attached}");
     drop(cap);
-    assert_eq!(
-        bpftool_cgroup_progs(&env.path),
-        0,
-        "all programs detached on drop"
-    );
+    assert_eq!(bpftool_cgroup_progs(&env.path), 0, "all programs detached on drop");
 }
 
 #[test]
@@ -329,31 +287,18 @@ fn cgroup_helpers_resolve_the_test_cgroup() {
     let root = cgroup2_root().unwrap();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
-        mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == root.to_str()
-                && l.split_whitespace().nth(2) == Some("cgroup2"))
+        mounts.lines().any(|l| l.split_whitespace().nth(1) == root.to_str()
+            && l.split_whitespace().nth(2) == Some("cgroup2"))
     );
     let env = TestEnv::new("resolve");
-    assert_eq!(
-        cgroup_path_for_id(&root, env.cgroup_id()),
-        Some(env.path.clone())
-    );
+    assert_eq!(cgroup_path_for_id(&root, env.cgroup_id()), Some(env.path.clone()));
     assert_eq!(cgroup_path_for_id(&root, u64::MAX), None);
 }
 
 #[test]
 fn replay_source_feeds_prepared_drains() {
-    let d1 = Drain {
-        drops: 1,
-        map_capacity: 8,
-        ..Drain::default()
-    };
-    let d2 = Drain {
-        drops: 2,
-        map_capacity: 8,
-        ..Drain::default()
-    };
+    let d1 = Drain { drops: 1, map_capacity: 8, ..Drain::default() };
+    let d2 = Drain { drops: 2, map_capacity: 8, ..Drain::default() };
     let mut src = ReplaySource::new(vec![d1.clone(), d2.clone()]);
     let source: &mut dyn EventSource = &mut src;
     assert_eq!(source.drain().unwrap(), d1);
@@ -393,10 +338,7 @@ fn tcp_send_case(name: &str, bind: &str, n: u64) {
     assert_eq!(s.proto, Proto::Tcp);
     assert_eq!(s.ip_version, v);
     assert_eq!(s.remote, server.addr);
-    assert_eq!(
-        s.requested_remote, None,
-        "plain connect: requested == remote"
-    );
+    assert_eq!(s.requested_remote, None, "plain connect: requested == remote");
     assert_eq!(s.initiator, Initiator::Local);
     assert!(s.opened && s.closed);
     assert_eq!(s.pid, Some(pid));
@@ -416,18 +358,12 @@ fn udp_case(name: &str, bind: &str, header: u64) {
     let mut cap = env.capture(CaptureConfig::default());
     let server = UdpSocket::bind(bind).unwrap();
     let addr = server.local_addr().unwrap();
-    let sizes = SIZES
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let sizes = SIZES.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let mut child = env.spawn_client(&format!("udp-send {addr} {sizes}"));
     let local: SocketAddr = child.expect_line("LOCAL").parse().unwrap();
     let pid = child.pid();
     // Receive all datagrams before the child exits (its socket release ends the sample).
-    server
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 65536];
     let mut got = Vec::new();
     for _ in SIZES {
@@ -450,10 +386,7 @@ fn udp_case(name: &str, bind: &str, header: u64) {
     );
     assert_eq!(s.proto, Proto::Udp);
     assert_eq!(s.remote, addr);
-    assert_eq!(
-        s.bytes_out, expected,
-        "IP + UDP header ({header} B) + payload per datagram"
-    );
+    assert_eq!(s.bytes_out, expected, "IP + UDP header ({header} B) + payload per datagram");
     assert_eq!(s.packets_out, SIZES.len() as u64);
     assert_eq!(s.bytes_in, 0);
     assert!(s.closed, "released UDP socket reported closed");
@@ -466,7 +399,7 @@ fn udp_case(name: &str, bind: &str, header: u64) {
 }
 
 /// N + p*(ip_min+20) <= bytes <= N + p*(ip_max+60); see the module docs.
-fn assert_tcp_bounds(what: &str, bytes: u64, packets: u64, payload: u64, ip_version: u8) {
+pub(crate) fn assert_tcp_bounds(what: &str, bytes: u64, packets: u64, payload: u64, ip_version: u8) {
     let (ip_min, ip_max) = if ip_version == 4 { (20, 60) } else { (40, 40) };
     let lo = payload + packets * (ip_min + 20);
     let hi = payload + packets * (ip_max + 60);
@@ -540,11 +473,7 @@ fn client_main() {
         }
         ["udp-send", addr, sizes] => {
             let addr: SocketAddr = addr.parse().unwrap();
-            let bind = if addr.is_ipv4() {
-                "127.0.0.1:0"
-            } else {
-                "[::1]:0"
-            };
+            let bind = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
             let s = UdpSocket::bind(bind).unwrap();
             say("LOCAL", &s.local_addr().unwrap());
             for size in sizes.split(',') {
@@ -589,7 +518,7 @@ fn write_zeros(w: &mut impl Write, mut n: u64) {
 // Test environment helpers
 // ---------------------------------------------------------------------------------------
 
-fn require_root() {
+pub(crate) fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let euid = status
         .lines()
@@ -604,20 +533,19 @@ fn require_root() {
 }
 
 /// A fresh cgroup for one test, removed at the end.
-struct TestEnv {
-    path: PathBuf,
+pub(crate) struct TestEnv {
+    pub(crate) path: PathBuf,
 }
 
 impl TestEnv {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         require_root();
         let root = cgroup2_root().expect("a cgroup v2 hierarchy (see /proc/mounts)");
         let path = root.join(format!("egressor-test-{}-{name}", std::process::id()));
         if path.exists() {
             let _ = std::fs::remove_dir(&path);
         }
-        std::fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
         TestEnv { path }
     }
 
@@ -632,33 +560,36 @@ impl TestEnv {
     }
 
     /// The client, in this test's cgroup.
-    fn spawn_client(&self, spec: &str) -> ClientProc {
+    pub(crate) fn spawn_client(&self, spec: &str) -> ClientProc {
         self.spawn(Command::new(std::env::current_exe().unwrap()), spec, true)
+    }
+
+    /// The client, in a cgroup below this test's (created by the caller).
+    pub(crate) fn spawn_client_in(&self, cgroup: &Path, spec: &str) -> ClientProc {
+        self.spawn_at(Command::new(std::env::current_exe().unwrap()), spec, Some(cgroup))
     }
 
     /// The client in a network namespace, in this test's cgroup or not.
     fn spawn_in_ns(&self, ns: &NetNs, spec: &str, in_cgroup: bool) -> ClientProc {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name])
-            .arg(std::env::current_exe().unwrap());
+        cmd.args(["netns", "exec", &ns.name]).arg(std::env::current_exe().unwrap());
         self.spawn(cmd, spec, in_cgroup)
     }
 
-    fn spawn(&self, mut cmd: Command, spec: &str, in_cgroup: bool) -> ClientProc {
-        cmd.args([
-            "capture::client_main",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("EGR_CLIENT", spec)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    fn spawn(&self, cmd: Command, spec: &str, in_cgroup: bool) -> ClientProc {
+        self.spawn_at(cmd, spec, in_cgroup.then_some(self.path.as_path()))
+    }
+
+    fn spawn_at(&self, mut cmd: Command, spec: &str, cgroup: Option<&Path>) -> ClientProc {
+        cmd.args(["capture::client_main", "--nocapture", "--test-threads=1", "-q"])
+            .env("EGR_CLIENT", spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn client");
         // `ip netns exec` execs the program in place, so the pid is the client's.
-        if in_cgroup {
-            std::fs::write(self.path.join("cgroup.procs"), child.id().to_string())
+        if let Some(cg) = cgroup {
+            std::fs::write(cg.join("cgroup.procs"), child.id().to_string())
                 .expect("move the client into the test cgroup");
         }
         let stdout = BufReader::new(child.stdout.take().unwrap());
@@ -681,13 +612,13 @@ impl Drop for TestEnv {
     }
 }
 
-struct ClientProc {
+pub(crate) struct ClientProc {
     child: Child,
     stdout: BufReader<ChildStdout>,
 }
 
 impl ClientProc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -698,7 +629,7 @@ impl ClientProc {
     }
 
     /// Waits for "EGR KEY value" from the child and returns the value.
-    fn expect_line(&mut self, key: &str) -> String {
+    pub(crate) fn expect_line(&mut self, key: &str) -> String {
         let prefix = format!("EGR {key} ");
         let mut line = String::new();
         loop {
@@ -711,7 +642,7 @@ impl ClientProc {
         }
     }
 
-    fn wait_ok(&mut self) {
+    pub(crate) fn wait_ok(&mut self) {
         drop(self.child.stdin.take());
         let mut rest = String::new();
         let _ = self.stdout.read_to_string(&mut rest);
@@ -730,14 +661,14 @@ impl Drop for ClientProc {
 }
 
 /// A TCP server in this (uncaptured) process: accepts, reads to EOF, closes.
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     bytes: std::sync::Arc<AtomicU64>,
     conns: std::sync::Arc<AtomicU64>,
 }
 
 impl Server {
-    fn start(bind: &str) -> Server {
+    pub(crate) fn start(bind: &str) -> Server {
         let l = TcpListener::bind(bind).unwrap();
         let addr = l.local_addr().unwrap();
         let bytes = std::sync::Arc::new(AtomicU64::new(0));
@@ -763,7 +694,7 @@ impl Server {
     }
 
     /// Waits for `n` finished connections; returns the bytes received.
-    fn wait_connections(&self, n: u64) -> u64 {
+    pub(crate) fn wait_connections(&self, n: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.conns.load(Ordering::SeqCst) < n {
             assert!(
@@ -786,10 +717,7 @@ impl NetNs {
     fn new(prefix: &str) -> NetNs {
         let name = format!("{prefix}-{}", std::process::id());
         // A leftover from a killed run of this pid would make `add` fail.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
         run(&["ip", "netns", "add", &name]);
         NetNs { name }
     }
@@ -803,9 +731,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -814,11 +740,7 @@ fn run(args: &[&str]) {
         .args(&args[1..])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is iproute2 installed?)"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -837,28 +759,16 @@ fn bpftool_cgroup_progs(path: &Path) -> usize {
         .arg(path)
         .output()
         .expect("bpftool (apt-get install bpftool)");
-    assert!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| {
-            l.trim_start()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
+        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
         .count()
 }
 
 /// Drains until `done` holds for the sockets seen so far (close events can trail the
 /// process exit by a moment); returns all samples seen, later ones last.
-fn drain_until(
-    cap: &mut KernelCapture,
-    done: impl Fn(&[SocketSample]) -> bool,
-) -> Vec<SocketSample> {
+fn drain_until(cap: &mut KernelCapture, done: impl Fn(&[SocketSample]) -> bool) -> Vec<SocketSample> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut all = Vec::new();
     loop {
@@ -868,10 +778,7 @@ fn drain_until(
         if done(&all) {
             return all;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out; samples so far: {all:#?}"
-        );
+        assert!(Instant::now() < deadline, "timed out; samples so far: {all:#?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -880,11 +787,7 @@ fn drain_until(
 fn one(samples: &[SocketSample], f: impl Fn(&SocketSample) -> bool) -> &SocketSample {
     let matching: Vec<&SocketSample> = samples.iter().filter(|s| f(s)).collect();
     let cookies: HashSet<u64> = matching.iter().map(|s| s.cookie).collect();
-    assert_eq!(
-        cookies.len(),
-        1,
-        "exactly one socket expected: {matching:#?}"
-    );
+    assert_eq!(cookies.len(), 1, "exactly one socket expected: {matching:#?}");
     let closed: Vec<_> = matching.iter().filter(|s| s.closed).collect();
     assert_eq!(closed.len(), 1, "exactly one closed sample: {matching:#?}");
     closed[0]

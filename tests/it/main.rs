@@ -1,7 +1,11 @@
 //! One integration test binary. Each test gets its own temporary directory and workspace and drives
 //! the built `egressor` binary as a user would.
 
+mod agent;
 mod capture;
+mod cost;
+mod pricing;
+mod top;
 mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +13,12 @@ use std::process::{Command, Output};
 
 pub struct TestContext {
     pub dir: tempfile::TempDir,
+}
+
+impl Default for TestContext {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestContext {

@@ -80,7 +80,15 @@ fn aws_vpc_flow_logs_import_once() {
     let v3 = fixture("vpc-flow-logs-v3.log");
     let r = t.json(&["import", v3.to_str().unwrap(), "--format", "vpc-flow-logs", "--output", "json"]);
     assert_eq!(n(&r, "records_ingested"), 6);
-    let flows = t.ok(&["flows", "--output", "json", "--since", "2019-08-26T00:00:00Z", "--until", "2019-08-27T00:00:00Z"]);
+    let flows = t.ok(&[
+        "flows",
+        "--output",
+        "json",
+        "--since",
+        "2019-08-26T00:00:00Z",
+        "--until",
+        "2019-08-27T00:00:00Z",
+    ]);
     let first: Value = serde_json::from_str(flows.lines().next().unwrap()).unwrap();
     assert_eq!(first["node"], "i-01234567890123456");
 }
@@ -91,13 +99,16 @@ fn a_bad_line_anywhere_leaves_the_workspace_unchanged() {
     t.ok(&["demo", "--days", "1"]);
     let before = t.info();
     let good = t.ok(&["flows", "--output", "json", "--limit", "50"]);
-    let mut lines: Vec<String> = good.lines().map(|l| {
-        // strip provenance so the import assigns its own batch
-        let mut v: Value = serde_json::from_str(l).unwrap();
-        v.as_object_mut().unwrap().remove("batch_id");
-        v.as_object_mut().unwrap().remove("source");
-        v.to_string()
-    }).collect();
+    let mut lines: Vec<String> = good
+        .lines()
+        .map(|l| {
+            // strip provenance so the import assigns its own batch
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("batch_id");
+            v.as_object_mut().unwrap().remove("source");
+            v.to_string()
+        })
+        .collect();
     lines[41] = lines[41].replace("\"proto\":\"tcp\"", "\"proto\":\"sctp\"");
     let path = t.path("bad.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
@@ -205,7 +216,10 @@ fn killed_import_leaves_nothing_partial() {
         let status = child.wait().unwrap();
         let info = t.info();
         let have = n(&info, "flow_records");
-        assert!(have == 0 || have == total, "after kill at {delay_ms} ms ({status}): {have} of {total} records");
+        assert!(
+            have == 0 || have == total,
+            "after kill at {delay_ms} ms ({status}): {have} of {total} records"
+        );
         if have == total {
             break;
         }

@@ -15,11 +15,24 @@ use std::process::Command;
 
 /// Debian packages: clang/llvm/libbpf-dev build the probes, bpftool inspects them, iperf3 and tmux are
 /// used by tests and benchmarks, graphviz renders `egressor graph --output dot`.
-const APT_PACKAGES: &[&str] = &["clang", "llvm", "libbpf-dev", "bpftool", "iperf3", "tmux", "graphviz", "curl"];
+const APT_PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "libbpf-dev",
+    "linux-libc-dev",
+    "bpftool",
+    "iproute2",
+    "iptables",
+    "iperf3",
+    "tmux",
+    "graphviz",
+    "curl",
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf();
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf();
     std::env::set_current_dir(&root)?;
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         let home = std::env::var_os("HOME").context("HOME is not set; set CARGO_TARGET_DIR")?;
@@ -29,10 +42,11 @@ fn main() -> Result<()> {
     }
     match args.first().map(String::as_str) {
         Some("setup") => setup(),
+        Some("deps") => install_packages(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask setup | test [-- cargo test args] | bench [ingest|...]");
+            eprintln!("usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|...]");
             bail!("unknown task {:?}", args.first());
         }
     }
@@ -56,10 +70,26 @@ fn is_root() -> bool {
 }
 
 fn setup() -> Result<()> {
+    install_packages()?;
+    // The dev profile compiles every dependency (DuckDB included) with optimisation, and it is the
+    // profile the tests use: one DuckDB build serves both.
+    run(cargo().args(["build", "--bin", "egressor"]))?;
+    let bin = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap()).join("debug/egressor");
+    eprintln!("\negressor is built: {}\nThe main job on demo data:\n", bin.display());
+    run(Command::new(&bin).args(["demo", "--days", "14"]))?;
+    run(Command::new(&bin).args(["workspace", "info"]))?;
+    run(Command::new(&bin).args(["flows", "--since", "1h", "--limit", "10"]))?;
+    Ok(())
+}
+
+/// Installs the Debian packages that are missing (nothing to do, and no network, when all are there).
+fn install_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
-        .filter(|p| !Command::new("dpkg").args(["-s", p]).output().map(|o| o.status.success()).unwrap_or(false))
+        .filter(|p| {
+            !Command::new("dpkg").args(["-s", p]).output().map(|o| o.status.success()).unwrap_or(false)
+        })
         .collect();
     if !missing.is_empty() {
         let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
@@ -74,14 +104,6 @@ fn setup() -> Result<()> {
         }
         run(install.args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    // The dev profile compiles every dependency (DuckDB included) with optimisation, and it is the
-    // profile the tests use: one DuckDB build serves both.
-    run(cargo().args(["build", "--bin", "egressor"]))?;
-    let bin = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap()).join("debug/egressor");
-    eprintln!("\negressor is built: {}\nThe main job on demo data:\n", bin.display());
-    run(Command::new(&bin).args(["demo", "--days", "14"]))?;
-    run(Command::new(&bin).args(["workspace", "info"]))?;
-    run(Command::new(&bin).args(["flows", "--since", "1h", "--limit", "10"]))?;
     Ok(())
 }
 
@@ -93,9 +115,16 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 fn bench(which: &[String]) -> Result<()> {
-    let names: Vec<&str> = if which.is_empty() { vec!["ingest"] } else { which.iter().map(String::as_str).collect() };
+    let names: Vec<&str> = if which.is_empty() {
+        vec!["ingest", "cost", "top"]
+    } else {
+        which.iter().map(String::as_str).collect()
+    };
+    // The dev profile compiles DuckDB with -O3 (see Cargo.toml) and shares its build with the tests;
+    // a release build would compile DuckDB a second time for ~30 minutes. Benchmarks say which
+    // profile produced their numbers.
     for name in names {
-        run(cargo().args(["bench", "--bench", name]))?;
+        run(cargo().args(["bench", "--profile", "dev", "--bench", name]))?;
     }
     Ok(())
 }

@@ -120,11 +120,7 @@ impl<'de> Visitor<'de> for ExactDecimal {
     type Value = Result<Decimal, String>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "a {} as a quoted decimal string, e.g. \"0.09\"",
-            self.what
-        )
+        write!(f, "a {} as a quoted decimal string, e.g. \"0.09\"", self.what)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -154,14 +150,12 @@ impl<'de> Visitor<'de> for ExactDecimal {
 
 impl<'de> Deserialize<'de> for PriceText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ExactDecimal { what: "price" })
-            .map(PriceText)
+        d.deserialize_any(ExactDecimal { what: "price" }).map(PriceText)
     }
 }
 
 impl<'de> Deserialize<'de> for QuantityText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ExactDecimal { what: "quantity" })
-            .map(QuantityText)
+        d.deserialize_any(ExactDecimal { what: "quantity" }).map(QuantityText)
     }
 }

@@ -6,13 +6,13 @@
 //! from the byte spans toml hands back.
 
 use super::schema::{
-    PriceText, QuantityText, RawAlias, RawAllowance, RawCidr, RawHourly, RawRate, RawTable,
-    RawTier, SpannedList,
+    PriceText, QuantityText, RawAlias, RawAllowance, RawCidr, RawHourly, RawRate, RawTable, RawTier,
+    SpannedList,
 };
 use super::{
-    Alias, AllowanceEntry, AllowanceScope, Category, CidrRule, DestinationUse, FreeAllowance,
-    HourlyCharge, HourlyEntry, HourlyKind, Origin, Payer, PriceTable, Provider, Rate, RateEntry,
-    Selector, TableKind, Tier, TierAccumulation, Unit,
+    Alias, AllowanceEntry, AllowanceScope, Category, CidrRule, DestinationUse, FreeAllowance, HourlyCharge,
+    HourlyEntry, HourlyKind, Origin, Payer, PriceTable, Provider, Rate, RateEntry, Selector, TableKind, Tier,
+    TierAccumulation, Unit,
 };
 use ipnet::IpNet;
 use rust_decimal::Decimal;
@@ -33,18 +33,9 @@ pub struct Problem {
     pub message: String,
 }
 
-pub(super) fn parse_table(
-    path: &Path,
-    text: &str,
-    kind: TableKind,
-) -> Result<PriceTable, Vec<Problem>> {
+pub(super) fn parse_table(path: &Path, text: &str, kind: TableKind) -> Result<PriceTable, Vec<Problem>> {
     let raw: RawTable = toml::from_str(text).map_err(|e| vec![syntax_problem(text, &e)])?;
-    let mut checker = Checker {
-        text,
-        path: path.display().to_string(),
-        kind,
-        problems: Vec::new(),
-    };
+    let mut checker = Checker { text, path: path.display().to_string(), kind, problems: Vec::new() };
     let table = checker.table(raw);
     match table {
         Some(table) if checker.problems.is_empty() => Ok(table),
@@ -52,25 +43,17 @@ pub(super) fn parse_table(
     }
 }
 
-fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+pub(crate) fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
     let span = e.span().unwrap_or(0..0);
     let (line, column) = line_col(text, span.start);
     // toml does not expose the key path of a type error, but the key is on the same line as the
     // value in every layout a price file uses.
     let line_text = text.lines().nth(line - 1).unwrap_or("");
-    let field = line_text
-        .split_once('=')
-        .map(|(k, _)| k.trim().to_string())
-        .unwrap_or_default();
-    Problem {
-        line,
-        column,
-        field,
-        message: e.message().trim_end().to_string(),
-    }
+    let field = line_text.split_once('=').map(|(k, _)| k.trim().to_string()).unwrap_or_default();
+    Problem { line, column, field, message: e.message().trim_end().to_string() }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -99,12 +82,7 @@ type DupKey = (String, Option<String>, String, String);
 impl Checker<'_> {
     fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
-        self.problems.push(Problem {
-            line,
-            column,
-            field: field.into(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { line, column, field: field.into(), message: message.into() });
     }
 
     fn line_of(&self, span: &Range<usize>) -> usize {
@@ -121,13 +99,7 @@ impl Checker<'_> {
         );
         let as_of = self.as_of(&raw.as_of);
         let currency = self.currency(&raw.currency);
-        let unit = self.header_enum(
-            &raw.unit,
-            "unit",
-            Unit::parse,
-            Unit::names(),
-            "unit = \"GiB\"",
-        );
+        let unit = self.header_enum(&raw.unit, "unit", Unit::parse, Unit::names(), "unit = \"GiB\"");
         let tier_accumulation = raw.tier_accumulation.as_ref().and_then(|v| {
             let parsed = TierAccumulation::parse(v.get_ref());
             if parsed.is_none() {
@@ -147,8 +119,7 @@ impl Checker<'_> {
 
         // Entry checks do not depend on header values, so a bad header does not stop them: the
         // placeholders below only fill entries of a table that is then discarded.
-        let header_ok =
-            provider.is_some() && as_of.is_some() && currency.is_some() && unit.is_some();
+        let header_ok = provider.is_some() && as_of.is_some() && currency.is_some() && unit.is_some();
         let header = Header {
             provider: provider.unwrap_or(Provider::Aws),
             as_of: as_of.unwrap_or_default(),
@@ -179,14 +150,8 @@ impl Checker<'_> {
             path: self.path.clone(),
             kind: self.kind,
             provider: header.provider,
-            provider_at: raw
-                .provider
-                .as_ref()
-                .map_or((1, 1), |p| line_col(self.text, p.span().start)),
-            currency_at: raw
-                .currency
-                .as_ref()
-                .map_or((1, 1), |c| line_col(self.text, c.span().start)),
+            provider_at: raw.provider.as_ref().map_or((1, 1), |p| line_col(self.text, p.span().start)),
+            currency_at: raw.currency.as_ref().map_or((1, 1), |c| line_col(self.text, c.span().start)),
             as_of: header.as_of,
             currency: header.currency,
             tier_accumulation,
@@ -207,11 +172,7 @@ impl Checker<'_> {
         example: &str,
     ) -> Option<T> {
         let Some(value) = value else {
-            self.at(
-                0..0,
-                field,
-                format!("missing `{field}`; expected one of {names}, e.g. {example}"),
-            );
+            self.at(0..0, field, format!("missing `{field}`; expected one of {names}, e.g. {example}"));
             return None;
         };
         let parsed = parse(value.get_ref());
@@ -219,10 +180,7 @@ impl Checker<'_> {
             self.at(
                 value.span(),
                 field,
-                format!(
-                    "unknown {field} `{}`; expected one of {names}",
-                    value.get_ref()
-                ),
+                format!("unknown {field} `{}`; expected one of {names}", value.get_ref()),
             );
         }
         parsed
@@ -340,11 +298,7 @@ impl Checker<'_> {
                 continue;
             };
             if out.contains(&selector) {
-                self.at(
-                    item.span(),
-                    format!("{field}.{direct_name}"),
-                    format!("`{s}` is listed twice"),
-                );
+                self.at(item.span(), format!("{field}.{direct_name}"), format!("`{s}` is listed twice"));
                 continue;
             }
             out.push(selector);
@@ -353,10 +307,7 @@ impl Checker<'_> {
             let name = item.get_ref();
             match groups.get(name) {
                 Some(members) => {
-                    let selector = Selector::Group {
-                        name: name.clone(),
-                        members: members.clone(),
-                    };
+                    let selector = Selector::Group { name: name.clone(), members: members.clone() };
                     if out.contains(&selector) {
                         self.at(
                             item.span(),
@@ -390,10 +341,7 @@ impl Checker<'_> {
         field: &str,
         what: &str,
     ) -> Option<String> {
-        let given = source
-            .as_ref()
-            .map(|s| s.get_ref().trim().to_string())
-            .filter(|s| !s.is_empty());
+        let given = source.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|s| !s.is_empty());
         match (self.kind, given) {
             (TableKind::Shipped, Some(s)) => Some(s),
             (TableKind::Shipped, None) => {
@@ -426,11 +374,7 @@ impl Checker<'_> {
             }
         };
         if value.is_sign_negative() && !value.is_zero() {
-            self.at(
-                price.span(),
-                field,
-                format!("price for {what} must not be negative; got {value}"),
-            );
+            self.at(price.span(), field, format!("price for {what} must not be negative; got {value}"));
             return None;
         }
         Some(value)
@@ -444,14 +388,7 @@ impl Checker<'_> {
         what: &str,
     ) -> Option<Payer> {
         let Some(payer) = payer else {
-            self.at(
-                entry,
-                field,
-                format!(
-                    "missing `payer` for {what}; expected one of {}",
-                    Payer::names()
-                ),
-            );
+            self.at(entry, field, format!("missing `payer` for {what}; expected one of {}", Payer::names()));
             return None;
         };
         let parsed = Payer::parse(payer.get_ref());
@@ -459,21 +396,13 @@ impl Checker<'_> {
             self.at(
                 payer.span(),
                 field,
-                format!(
-                    "unknown payer `{}` for {what}; expected one of {}",
-                    payer.get_ref(),
-                    Payer::names()
-                ),
+                format!("unknown payer `{}` for {what}; expected one of {}", payer.get_ref(), Payer::names()),
             );
         }
         parsed
     }
 
-    fn variant(
-        &mut self,
-        variant: &Option<Spanned<String>>,
-        field: &str,
-    ) -> Option<Option<String>> {
+    fn variant(&mut self, variant: &Option<Spanned<String>>, field: &str) -> Option<Option<String>> {
         match variant {
             None => Some(None),
             Some(v) if is_name(v.get_ref()) => Some(Some(v.get_ref().clone())),
@@ -481,10 +410,7 @@ impl Checker<'_> {
                 self.at(
                     v.span(),
                     field,
-                    format!(
-                        "variant `{}` must be lowercase letters, digits and '-'",
-                        v.get_ref()
-                    ),
+                    format!("variant `{}` must be lowercase letters, digits and '-'", v.get_ref()),
                 );
                 None
             }
@@ -511,23 +437,25 @@ impl Checker<'_> {
             ("regions", "region_groups"),
         );
         if sources.is_empty() && r.regions.is_none() && r.region_groups.is_none() {
-            self.at(entry.clone(), &field, format!("{category} entry names no region; give `regions` (\"*\" for all) or `region_groups`"));
+            self.at(
+                entry.clone(),
+                &field,
+                format!(
+                    "{category} entry names no region; give `regions` (\"*\" for all) or `region_groups`"
+                ),
+            );
         }
-        let what = entry_label(
-            category,
-            variant.as_ref().and_then(|v| v.as_deref()),
-            &sources,
-        );
+        let what = entry_label(category, variant.as_ref().and_then(|v| v.as_deref()), &sources);
 
         let has_to = r.to.is_some() || r.to_groups.is_some();
         let dests = match category.destination_use() {
             DestinationUse::None if has_to => {
-                let span =
-                    r.to.as_ref()
-                        .or(r.to_groups.as_ref())
-                        .map(|t| t.span())
-                        .unwrap_or(entry.clone());
-                self.at(span, format!("{field}.to"), format!("`to` is not used for {category}: its price does not depend on the destination"));
+                let span = r.to.as_ref().or(r.to_groups.as_ref()).map(|t| t.span()).unwrap_or(entry.clone());
+                self.at(
+                    span,
+                    format!("{field}.to"),
+                    format!("`to` is not used for {category}: its price does not depend on the destination"),
+                );
                 vec![Selector::Any]
             }
             DestinationUse::Required if !has_to => {
@@ -540,13 +468,7 @@ impl Checker<'_> {
             }
             DestinationUse::Optional if !has_to => vec![Selector::Any],
             DestinationUse::None => vec![Selector::Any],
-            _ => self.selectors(
-                &r.to,
-                &r.to_groups,
-                &header.groups,
-                &field,
-                ("to", "to_groups"),
-            ),
+            _ => self.selectors(&r.to, &r.to_groups, &header.groups, &field, ("to", "to_groups")),
         };
 
         let payer = self.payer(&r.payer, entry.clone(), &format!("{field}.payer"), &what);
@@ -555,23 +477,12 @@ impl Checker<'_> {
                 self.at(tiers.span(), format!("{field}.tiers"), format!("{what} has both `price` and `tiers`; give `price` for a flat rate or `tiers`, not both"));
                 None
             }
-            (Some(price), None) => {
-                self.price(price, &format!("{field}.price"), &what)
-                    .map(|price| {
-                        vec![Tier {
-                            from_units: Decimal::ZERO,
-                            to_units: None,
-                            price,
-                        }]
-                    })
-            }
+            (Some(price), None) => self
+                .price(price, &format!("{field}.price"), &what)
+                .map(|price| vec![Tier { from_units: Decimal::ZERO, to_units: None, price }]),
             (None, Some(tiers)) => self.tiers(tiers, &field, &what),
             (None, None) => {
-                self.at(
-                    entry.clone(),
-                    &field,
-                    format!("{what} has no `price` or `tiers`"),
-                );
+                self.at(entry.clone(), &field, format!("{what} has no `price` or `tiers`"));
                 None
             }
         };
@@ -580,12 +491,7 @@ impl Checker<'_> {
         let variant = variant?;
         for s in &sources {
             for d in &dests {
-                let key = (
-                    category.as_str().to_string(),
-                    variant.clone(),
-                    s.label(),
-                    d.label(),
-                );
+                let key = (category.as_str().to_string(), variant.clone(), s.label(), d.label());
                 if let Some(line) = seen.get(&key) {
                     let to = if category.destination_use() == DestinationUse::None {
                         String::new()
@@ -613,17 +519,9 @@ impl Checker<'_> {
             free: None,
             source: source?,
             as_of: header.as_of.clone(),
-            origin: Origin {
-                file: self.path.clone(),
-                line: self.line_of(&entry),
-            },
+            origin: Origin { file: self.path.clone(), line: self.line_of(&entry) },
         };
-        (!sources.is_empty() && !dests.is_empty()).then_some(RateEntry {
-            sources,
-            dests,
-            rate,
-            layer: 0,
-        })
+        (!sources.is_empty() && !dests.is_empty()).then_some(RateEntry { sources, dests, rate, layer: 0 })
     }
 
     fn category(
@@ -645,11 +543,7 @@ impl Checker<'_> {
             self.at(
                 c.span(),
                 format!("{field}.category"),
-                format!(
-                    "unknown category `{}`; expected one of {}",
-                    c.get_ref(),
-                    Category::names()
-                ),
+                format!("unknown category `{}`; expected one of {}", c.get_ref(), Category::names()),
             );
         }
         parsed
@@ -667,9 +561,7 @@ impl Checker<'_> {
             self.at(
                 tiers.span(),
                 format!("{field}.tiers"),
-                format!(
-                    "tiers for {what} are empty; give at least one {{ from = 0, price = \"...\" }}"
-                ),
+                format!("tiers for {what} are empty; give at least one {{ from = 0, price = \"...\" }}"),
             );
             return None;
         }
@@ -696,14 +588,21 @@ impl Checker<'_> {
             };
             match out.last() {
                 None if !from_units.is_zero() => {
-                    self.at(from.span(), format!("{tier_field}.from"), format!("tiers for {what} must start at 0 and be increasing; got {from_units} first"));
+                    self.at(
+                        from.span(),
+                        format!("{tier_field}.from"),
+                        format!("tiers for {what} must start at 0 and be increasing; got {from_units} first"),
+                    );
                     ok = false;
                 }
                 Some(prev) if from_units <= prev.from_units => {
                     self.at(
                         from.span(),
                         format!("{tier_field}.from"),
-                        format!("tiers for {what} must start at 0 and be increasing; got {from_units} after {}", prev.from_units),
+                        format!(
+                            "tiers for {what} must start at 0 and be increasing; got {from_units} after {}",
+                            prev.from_units
+                        ),
                     );
                     ok = false;
                 }
@@ -712,11 +611,7 @@ impl Checker<'_> {
             if let Some(prev) = out.last_mut() {
                 prev.to_units = Some(from_units);
             }
-            out.push(Tier {
-                from_units,
-                to_units: None,
-                price,
-            });
+            out.push(Tier { from_units, to_units: None, price });
         }
         ok.then_some(out)
     }
@@ -765,17 +660,19 @@ impl Checker<'_> {
             ("regions", "region_groups"),
         );
         if sources.is_empty() && h.regions.is_none() && h.region_groups.is_none() {
-            self.at(entry.clone(), &field, format!("{kind_name} entry names no region; give `regions` (\"*\" for all) or `region_groups`"));
+            self.at(
+                entry.clone(),
+                &field,
+                format!(
+                    "{kind_name} entry names no region; give `regions` (\"*\" for all) or `region_groups`"
+                ),
+            );
         }
         let what = format!("{kind_name} in {}", short_label(&sources));
         let price = match &h.price {
             Some(p) => self.price(p, &format!("{field}.price"), &what),
             None => {
-                self.at(
-                    entry.clone(),
-                    format!("{field}.price"),
-                    format!("missing `price` for {what}"),
-                );
+                self.at(entry.clone(), format!("{field}.price"), format!("missing `price` for {what}"));
                 None
             }
         };
@@ -835,16 +732,9 @@ impl Checker<'_> {
             currency: header.currency.clone(),
             source: source?,
             as_of: header.as_of.clone(),
-            origin: Origin {
-                file: self.path.clone(),
-                line: self.line_of(&entry),
-            },
+            origin: Origin { file: self.path.clone(), line: self.line_of(&entry) },
         };
-        (!sources.is_empty()).then_some(HourlyEntry {
-            sources,
-            charge,
-            layer: 0,
-        })
+        (!sources.is_empty()).then_some(HourlyEntry { sources, charge, layer: 0 })
     }
 
     fn allowances(&mut self, raw: &[Spanned<RawAllowance>]) -> Vec<AllowanceEntry> {
@@ -861,10 +751,7 @@ impl Checker<'_> {
                         self.at(
                             n.span(),
                             format!("{field}.name"),
-                            format!(
-                                "free allowance `{}` is already defined at line {line}",
-                                n.get_ref()
-                            ),
+                            format!("free allowance `{}` is already defined at line {line}", n.get_ref()),
                         );
                     }
                     names.insert(n.get_ref().clone(), self.line_of(&entry));
@@ -906,11 +793,7 @@ impl Checker<'_> {
                     v => v,
                 },
                 None => {
-                    self.at(
-                        entry.clone(),
-                        format!("{field}.units"),
-                        format!("missing `units` for {what}"),
-                    );
+                    self.at(entry.clone(), format!("{field}.units"), format!("missing `units` for {what}"));
                     None
                 }
             };
@@ -920,10 +803,7 @@ impl Checker<'_> {
                 self.at(
                     p.span(),
                     format!("{field}.period"),
-                    format!(
-                        "period `{}` of {what} is not supported; expected \"month\"",
-                        p.get_ref()
-                    ),
+                    format!("period `{}` of {what} is not supported; expected \"month\"", p.get_ref()),
                 );
             }
             let scope = match &a.scope {
@@ -946,35 +826,32 @@ impl Checker<'_> {
                     self.at(
                         entry.clone(),
                         format!("{field}.scope"),
-                        format!(
-                            "missing `scope` for {what}; expected one of {}",
-                            AllowanceScope::names()
-                        ),
+                        format!("missing `scope` for {what}; expected one of {}", AllowanceScope::names()),
                     );
                     None
                 }
             };
-            let source =
-                self.source_text(&a.source, entry.clone(), &format!("{field}.source"), &what);
+            let source = self.source_text(&a.source, entry.clone(), &format!("{field}.source"), &what);
             let (Some(name), Some(category), Some(variant), Some(units), Some(scope), Some(source)) =
                 (name, category, variant, units, scope, source)
             else {
                 continue;
             };
             if let Some(line) = keys.get(&(category, variant.clone())) {
-                self.at(entry.clone(), &field, format!("{category} already has a free allowance at line {line}; one per category and variant"));
+                self.at(
+                    entry.clone(),
+                    &field,
+                    format!(
+                        "{category} already has a free allowance at line {line}; one per category and variant"
+                    ),
+                );
                 continue;
             }
             keys.insert((category, variant.clone()), self.line_of(&entry));
             out.push(AllowanceEntry {
                 category,
                 variant,
-                allowance: FreeAllowance {
-                    name,
-                    units,
-                    scope,
-                    source,
-                },
+                allowance: FreeAllowance { name, units, scope, source },
                 layer: 0,
             });
         }
@@ -1013,62 +890,36 @@ impl Checker<'_> {
                     None
                 }
             };
-            let source = self.source_text(
-                &a.source,
-                entry.clone(),
-                &format!("{field}.source"),
-                "priced_as entry",
-            );
-            let (Some(category), Some(as_category), Some(_)) = (category, as_category, source)
-            else {
+            let source =
+                self.source_text(&a.source, entry.clone(), &format!("{field}.source"), "priced_as entry");
+            let (Some(category), Some(as_category), Some(_)) = (category, as_category, source) else {
                 continue;
             };
             if category == as_category {
-                self.at(
-                    entry,
-                    &field,
-                    format!("{category} cannot be priced as itself"),
-                );
+                self.at(entry, &field, format!("{category} cannot be priced as itself"));
                 continue;
             }
             if out.iter().any(|(a, _)| a.category == category) {
-                self.at(
-                    entry,
-                    &field,
-                    format!("{category} already has a priced_as entry"),
-                );
+                self.at(entry, &field, format!("{category} already has a priced_as entry"));
                 continue;
             }
-            if let Some(rate) = rates.iter().find(|r| {
-                r.get_ref()
-                    .category
-                    .as_ref()
-                    .is_some_and(|c| c.get_ref() == category.as_str())
-            }) {
+            if let Some(rate) = rates
+                .iter()
+                .find(|r| r.get_ref().category.as_ref().is_some_and(|c| c.get_ref() == category.as_str()))
+            {
                 let line = self.line_of(&rate.span());
                 self.at(
                     entry,
                     &field,
-                    format!(
-                        "{category} has its own rates (line {line}) and a priced_as entry; keep one"
-                    ),
+                    format!("{category} has its own rates (line {line}) and a priced_as entry; keep one"),
                 );
                 continue;
             }
-            out.push((
-                Alias {
-                    category,
-                    as_category,
-                },
-                entry,
-            ));
+            out.push((Alias { category, as_category }, entry));
         }
         // A chain would make the price depend on lookup order.
         for (alias, span) in &out {
-            if out
-                .iter()
-                .any(|(other, _)| other.category == alias.as_category)
-            {
+            if out.iter().any(|(other, _)| other.category == alias.as_category) {
                 self.at(span.clone(), "priced_as", format!("{} is priced as {}, which is itself priced as another category; point at the final category", alias.category, alias.as_category));
             }
         }
@@ -1104,10 +955,7 @@ impl Checker<'_> {
                         self.at(
                             s.span(),
                             format!("{field}.cidr"),
-                            format!(
-                                "{net} has host bits set; write the network, {}",
-                                net.trunc()
-                            ),
+                            format!("{net} has host bits set; write the network, {}", net.trunc()),
                         );
                         None
                     }
@@ -1123,7 +971,14 @@ impl Checker<'_> {
                         Some(net)
                     }
                     Err(_) => {
-                        self.at(s.span(), format!("{field}.cidr"), format!("`{}` is not a CIDR such as \"203.0.113.0/24\" or \"2001:db8::/32\"", s.get_ref()));
+                        self.at(
+                            s.span(),
+                            format!("{field}.cidr"),
+                            format!(
+                                "`{}` is not a CIDR such as \"203.0.113.0/24\" or \"2001:db8::/32\"",
+                                s.get_ref()
+                            ),
+                        );
                         None
                     }
                 },
@@ -1132,11 +987,7 @@ impl Checker<'_> {
             let price = match &c.price {
                 Some(p) => self.price(p, &format!("{field}.price"), &what),
                 None => {
-                    self.at(
-                        entry.clone(),
-                        format!("{field}.price"),
-                        format!("missing `price` for {what}"),
-                    );
+                    self.at(entry.clone(), format!("{field}.price"), format!("missing `price` for {what}"));
                     None
                 }
             };
@@ -1146,9 +997,7 @@ impl Checker<'_> {
                     self.at(
                         entry.clone(),
                         format!("{field}.reason"),
-                        format!(
-                            "missing `reason` for {what}: say why this range is priced differently"
-                        ),
+                        format!("missing `reason` for {what}: say why this range is priced differently"),
                     );
                     None
                 }
@@ -1157,13 +1006,11 @@ impl Checker<'_> {
                 None => Some(Payer::Source),
                 some => self.payer(some, entry.clone(), &format!("{field}.payer"), &what),
             };
-            let (Some(net), Some(price), Some(reason), Some(payer)) = (net, price, reason, payer)
-            else {
+            let (Some(net), Some(price), Some(reason), Some(payer)) = (net, price, reason, payer) else {
                 continue;
             };
-            let citation = c.source.as_ref().map_or(reason.clone(), |s| {
-                format!("{reason}; {}", s.get_ref().trim())
-            });
+            let citation =
+                c.source.as_ref().map_or(reason.clone(), |s| format!("{reason}; {}", s.get_ref().trim()));
             out.push(CidrRule {
                 provider: header.provider,
                 net,
@@ -1174,10 +1021,7 @@ impl Checker<'_> {
                 currency: header.currency.clone(),
                 source: format!("override: {} ({citation})", self.path),
                 as_of: header.as_of.clone(),
-                origin: Origin {
-                    file: self.path.clone(),
-                    line: self.line_of(&entry),
-                },
+                origin: Origin { file: self.path.clone(), line: self.line_of(&entry) },
             });
         }
         out
@@ -1204,9 +1048,7 @@ fn short_label(sources: &[Selector]) -> String {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_date(s: &str) -> bool {
@@ -1216,10 +1058,7 @@ fn is_date(s: &str) -> bool {
     match parts.as_slice() {
         [y, m] => digits(y, 4) && month_ok(m),
         [y, m, d] => {
-            digits(y, 4)
-                && month_ok(m)
-                && digits(d, 2)
-                && (1..=31).contains(&d.parse::<u32>().unwrap_or(0))
+            digits(y, 4) && month_ok(m) && digits(d, 2) && (1..=31).contains(&d.parse::<u32>().unwrap_or(0))
         }
         _ => false,
     }

@@ -1,0 +1,124 @@
+//! Synthetic agent-shaped flow records shared by the benchmarks: ~300 pods on 40 nodes in three
+//! zones, 10-second windows, ~2,000 active socket pairs per window, a quarter to S3 addresses.
+
+use egressor::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
+use egressor::store::Workspace;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub struct PodInfo {
+    ip: IpAddr,
+    pod: String,
+    ns: String,
+    workload: String,
+    node: String,
+    zone: String,
+    container: String,
+    cgroup: String,
+    process: String,
+}
+
+pub fn pods(n: usize) -> Vec<PodInfo> {
+    (0..n)
+        .map(|i| {
+            let w = i / 3;
+            let node = i % 40;
+            let container = format!("{:016x}{:016x}{:016x}{:016x}", mix(i as u64), mix(i as u64 + 1), mix(i as u64 + 2), mix(i as u64 + 3));
+            PodInfo {
+                ip: IpAddr::V4(Ipv4Addr::new(10, (node / 13) as u8, (node % 13) as u8, 10 + (i % 200) as u8)),
+                pod: format!("svc-{w}-7d9c8b6f5-{:05x}", mix(i as u64) & 0xfffff),
+                ns: format!("team-{}", w % 12),
+                workload: format!("svc-{w}"),
+                node: format!("ip-10-0-{node}-10.ec2.internal"),
+                zone: ["us-east-1a", "us-east-1b", "us-east-1c"][node % 3].into(),
+                cgroup: format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{:x}.slice/cri-containerd-{container}.scope", mix(i as u64 + 9)),
+                container,
+                process: ["java", "node", "python3", "envoy"][w % 4].into(),
+            }
+        })
+        .collect()
+}
+
+fn endpoint(p: &PodInfo, port: u16, full: bool) -> Endpoint {
+    let mut e = Endpoint::addr(p.ip, port);
+    if full {
+        e.process = Some(p.process.clone());
+        e.pid = Some(1000 + (mix(port as u64) % 5000) as u32);
+        e.cgroup = Some(p.cgroup.clone());
+        e.container_id = Some(p.container.clone());
+    }
+    e.pod = Some(p.pod.clone());
+    e.namespace = Some(p.ns.clone());
+    e.workload_kind = Some("Deployment".into());
+    e.workload_name = Some(p.workload.clone());
+    e.node = Some(p.node.clone());
+    e.zone = Some(p.zone.clone());
+    e.region = Some("us-east-1".into());
+    e
+}
+
+/// Record `i` of the stream: 10-second windows, ~2,000 active socket pairs per window cluster-wide,
+/// three quarters in-cluster, the rest to a few hundred external addresses.
+pub fn record(pods: &[PodInfo], i: u64, batch: &str) -> FlowRecord {
+    let window = i / 2000;
+    let pair = mix(i % 2000 + 7);
+    let local = &pods[(pair % pods.len() as u64) as usize];
+    let ws = Timestamp::from_secs(1_760_000_000 + window as i64 * 10);
+    let r = mix(i);
+    let remote = if pair.is_multiple_of(4) {
+        Endpoint::addr(IpAddr::V4(Ipv4Addr::new(52, 216, (pair >> 8) as u8 % 4, (pair >> 16) as u8)), 443)
+    } else {
+        endpoint(&pods[((pair >> 20) % pods.len() as u64) as usize], 8080, false)
+    };
+    let bytes_out = (r % 200_000) + 60;
+    FlowRecord {
+        window_start: ws,
+        window_end: ws.add_micros(10_000_000),
+        node: local.node.clone(),
+        local: endpoint(local, 32768 + (pair % 28000) as u16, true),
+        remote,
+        proto: Proto::Tcp,
+        ip_version: 4,
+        initiator: Initiator::Local,
+        bytes_out,
+        bytes_in: (r >> 20) % 1_000_000,
+        packets_out: bytes_out / 1400 + 1,
+        packets_in: ((r >> 20) % 1_000_000) / 1400 + 1,
+        connections_opened: (r >> 40) as u32 % 2,
+        connections_closed: (r >> 41) as u32 % 2,
+        batch_id: Some(batch.to_string()),
+        source: Some(Source::Agent),
+    }
+}
+
+/// Ingests `total` records in pulls of 100,000 (10 batches each), as `egressor pull` writes them;
+/// returns the time spent inside the workspace (generation excluded).
+pub fn ingest(ws: &mut Workspace, total: u64) -> Duration {
+    let per_pull: u64 = 100_000;
+    let per_batch: u64 = 10_000;
+    let pods = pods(300);
+    let mut busy = Duration::ZERO;
+    let mut done = 0u64;
+    while done < total {
+        let n = per_pull.min(total - done);
+        let records: Vec<FlowRecord> = (done..done + n)
+            .map(|i| record(&pods, i, &format!("agent-bench-{:012}", i / per_batch)))
+            .collect();
+        let t0 = Instant::now();
+        let mut s = ws.begin_ingest("bench").expect("session");
+        for r in &records {
+            s.push(r).expect("push");
+        }
+        s.commit().expect("commit");
+        busy += t0.elapsed();
+        done += n;
+    }
+    busy
+}
