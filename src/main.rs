@@ -400,6 +400,7 @@ fn cost(settings: &Settings, args: &CostArgs, out: &mut dyn Write) -> Result<()>
     let prices = book
         .tables()
         .iter()
+        .filter(|t| t.provider == report.provider)
         .map(|t| format!("{} (as of {})", t.path, t.as_of))
         .collect::<Vec<_>>()
         .join(", ");

@@ -25,13 +25,19 @@ pub struct Recommendation {
 #[derive(Default)]
 struct Group {
     bytes: u64,
+    /// What all of the group's traffic costs; `saving` is the part the change removes.
+    cost: Decimal,
     saving: Decimal,
     by_party: BTreeMap<String, (u64, Decimal)>,
 }
 
 impl Group {
     fn add(&mut self, party: &str, bytes: u64, saving: Decimal) {
+        self.add_part(party, bytes, saving, saving);
+    }
+    fn add_part(&mut self, party: &str, bytes: u64, cost: Decimal, saving: Decimal) {
         self.bytes += bytes;
+        self.cost += cost;
         self.saving += saving;
         let e = self.by_party.entry(party.to_string()).or_default();
         e.0 += bytes;
@@ -86,7 +92,20 @@ pub fn recommend(report: &CostReport) -> Vec<Recommendation> {
                 let client = if t.direction == Direction::Out { &t.sender } else { &t.receiver };
                 let key = (client.clone(), server.clone());
                 let (a, b) = if key.0 <= key.1 { key.clone() } else { (key.1.clone(), key.0.clone()) };
-                cross_zone.entry((a, b)).or_default().add(&t.node, t.bytes, cost_of(&[Category::CrossZone]));
+                // Routing can keep this transfer in-zone only if the other side also runs in this
+                // pod's zone; the rest needs replicas or co-location, and is not claimed.
+                let cost = cost_of(&[Category::CrossZone]);
+                let avoidable = t
+                    .local()
+                    .zone
+                    .as_ref()
+                    .is_some_and(|z| zones_of.get(&c.remote_label).is_some_and(|zs| zs.contains(z)));
+                cross_zone.entry((a, b)).or_default().add_part(
+                    &t.node,
+                    t.bytes,
+                    cost,
+                    if avoidable { cost } else { Decimal::ZERO },
+                );
             }
             Class::CrossRegion => {
                 if let Some((src, dst)) = &c.regions {
@@ -137,7 +156,7 @@ pub fn recommend(report: &CostReport) -> Vec<Recommendation> {
             monthly_saving: monthly(g.saving),
         });
     }
-    let mut pairs: Vec<_> = cross_zone.into_iter().filter(|(_, g)| g.saving > Decimal::ZERO).collect();
+    let mut pairs: Vec<_> = cross_zone.into_iter().filter(|(_, g)| g.cost > Decimal::ZERO).collect();
     pairs.sort_by(|a, b| b.1.saving.cmp(&a.1.saving).then(a.0.cmp(&b.0)));
     for ((a, b), g) in pairs.into_iter().take(5) {
         // Routing can keep traffic in-zone only where both sides run in the same zones.
@@ -160,15 +179,24 @@ pub fn recommend(report: &CostReport) -> Vec<Recommendation> {
                 g.saving,
             )
         };
+        if saving <= Decimal::ZERO {
+            continue;
+        }
         out.push(Recommendation {
             kind: "topology-aware-routing",
             title: format!("Keep {a} <-> {b} in-zone"),
             action,
-            evidence: vec![format!(
-                "{} crossed zones between {a} and {b} in the period, costing {} {cur} (charged on both sides)",
-                human_bytes(g.bytes),
-                g.saving.round_dp(2)
-            )],
+            evidence: vec![
+                format!(
+                    "{} crossed zones between {a} and {b} in the period, costing {} {cur} (charged on both sides)",
+                    human_bytes(g.bytes),
+                    g.cost.round_dp(2)
+                ),
+                format!(
+                    "{} {cur} of it left a pod whose peer also runs in the pod's own zone: that is the saving claimed",
+                    g.saving.round_dp(2)
+                ),
+            ],
             bytes: g.bytes,
             period_saving: saving,
             monthly_saving: monthly(saving),

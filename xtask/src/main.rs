@@ -61,8 +61,25 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A cargo command with the environment `cargo run` gave xtask removed. Build scripts such as
+/// ring's declare `rerun-if-env-changed=CARGO_PKG_NAME` / `CARGO_MANIFEST_DIR`: inheriting xtask's
+/// values would make them rerun, rebuild every crate above them and recompile the bundled DuckDB
+/// (~30 minutes) whenever cargo is run both directly and through xtask, or from another clone.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            c.env_remove(k.as_ref());
+        }
+    }
+    c
 }
 
 fn is_root() -> bool {
