@@ -470,7 +470,8 @@ fn draw_drill(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// Set by SIGTERM/SIGHUP: the loop ends and the terminal is restored.
+/// Set by SIGTERM: the loop ends and the terminal is restored. SIGHUP keeps its default (exit):
+/// the terminal it would restore is gone.
 static TERMINATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -478,7 +479,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Owns the terminal: alternate screen and raw mode, restored on quit, on error, on panic
-/// (ratatui's hook) and on SIGTERM/SIGHUP. Ticks pull the feed every `interval`; keys are handled
+/// (ratatui's hook) and on SIGTERM. Ticks pull the feed every `interval`; keys are handled
 /// as they come, so a key press is drawn at once rather than at the next tick.
 pub fn run(
     mut app: App,
@@ -492,8 +493,18 @@ pub fn run(
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, on_signal as *const () as libc::sighandler_t);
     }
+    // Watchdog: if the loop is stuck inside terminal I/O (a hung-up tty can make input polling spin),
+    // SIGTERM must still end the process; give the loop a second to restore the terminal first.
+    std::thread::spawn(|| {
+        while !TERMINATE.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let _ = ratatui::try_restore();
+        // SAFETY: exiting without unwinding is what a default SIGTERM would have done.
+        unsafe { libc::_exit(143) };
+    });
     let mut terminal = ratatui::try_init()?;
     let result = (|| -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + interval;
