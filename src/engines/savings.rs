@@ -168,7 +168,8 @@ pub fn recommend(report: &CostReport) -> Vec<Recommendation> {
                 format!(
                     "{a} and {b} never share a zone: co-locate them (pod affinity) or add replicas of the server in the client's zones."
                 ),
-                g.saving,
+                // Routing alone saves nothing here; co-location would remove all of it.
+                g.cost,
             )
         } else {
             (

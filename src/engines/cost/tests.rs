@@ -356,6 +356,9 @@ fn recommendations_carry_their_saving() {
     assert_eq!(gw.period_saving, d("0.65"));
     assert_eq!(gw.monthly_saving, d("47.45"));
     assert!(gw.title.contains("vpc-a"), "{}", gw.title);
-    let tz = recs.iter().find(|x| x.kind == "topology-aware-routing").expect("cross-zone pair");
+    let tz = recs
+        .iter()
+        .find(|x| x.kind == "topology-aware-routing")
+        .unwrap_or_else(|| panic!("cross-zone pair missing: {recs:#?}"));
     assert_eq!(tz.period_saving, d("0.16"));
 }
