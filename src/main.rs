@@ -200,10 +200,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            let mut book = PriceBook::shipped()?;
-            for path in &args.prices {
-                book = book.with_override(PriceTable::load_file(path, TableKind::Override)?)?;
-            }
+            let book = load_book(&args.prices)?;
             let rows = book.describe(provider, args.region.as_deref());
             reports::price_rows(&mut out, &book, &rows, args.out.output, color)?;
         }
@@ -302,6 +299,15 @@ fn run_agent(args: AgentArgs) -> Result<()> {
     )
 }
 
+/// The shipped price tables with the user's override files layered on, in order.
+fn load_book(overrides: &[std::path::PathBuf]) -> Result<PriceBook> {
+    let mut book = PriceBook::shipped()?;
+    for path in overrides {
+        book = book.with_override(PriceTable::load_file(path, TableKind::Override)?)?;
+    }
+    Ok(book)
+}
+
 /// The topology to classify with: `--topology`, else the one stored in the workspace.
 fn load_topology(ws: &Workspace, arg: Option<&std::path::Path>) -> Result<Option<Topology>> {
     if let Some(p) = arg {
@@ -323,10 +329,7 @@ fn priced_period(
     by: egressor::engines::cost::GroupBy,
 ) -> Result<(PriceBook, egressor::engines::cost::CostReport)> {
     use egressor::engines::cost::{self, CostInput, Period};
-    let mut book = PriceBook::shipped()?;
-    for path in pricing {
-        book = book.with_override(PriceTable::load_file(path, TableKind::Override)?)?;
-    }
+    let book = load_book(pricing)?;
     let ws = Workspace::open(&settings.workspace)?;
     let topology = load_topology(&ws, topology)?;
     let mut since = since.resolve(settings.now);
@@ -364,8 +367,8 @@ fn graph(settings: &Settings, args: &GraphArgs, out: &mut dyn Write) -> Result<(
         settings,
         args.since,
         args.until,
-        args.topology.as_deref(),
-        &args.pricing,
+        args.net.topology.as_deref(),
+        &args.net.pricing,
         egressor::engines::cost::GroupBy::Edge,
     )?;
     let direction = match args.direction.as_str() {
@@ -395,7 +398,7 @@ fn graph(settings: &Settings, args: &GraphArgs, out: &mut dyn Write) -> Result<(
 fn cost(settings: &Settings, args: &CostArgs, out: &mut dyn Write) -> Result<()> {
     let by = egressor::engines::cost::GroupBy::parse(&args.by).expect("clap checked --by");
     let (book, report) =
-        priced_period(settings, args.since, args.until, args.topology.as_deref(), &args.pricing, by)?;
+        priced_period(settings, args.since, args.until, args.net.topology.as_deref(), &args.net.pricing, by)?;
     let recs = args.recommend.then(|| egressor::engines::savings::recommend(&report));
     let prices = book
         .tables()
@@ -418,14 +421,11 @@ fn top(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<()> {
     use egressor::engines::graph::Level;
     use egressor::engines::live::LiveModel;
     use egressor::model::FlowFeed;
-    let mut book = PriceBook::shipped()?;
-    for path in &args.pricing {
-        book = book.with_override(PriceTable::load_file(path, TableKind::Override)?)?;
-    }
+    let book = load_book(&args.net.pricing)?;
     let level = Level::parse(&args.level).expect("clap checked --level");
     // The workspace is only needed for a replay and for its stored topology; live capture must not
     // fail because no workspace exists yet.
-    let ws = if args.replay || args.topology.is_none() {
+    let ws = if args.replay || args.net.topology.is_none() {
         match Workspace::open(&settings.workspace) {
             Ok(ws) => Some(ws),
             Err(e) if args.replay => return Err(e),
@@ -435,8 +435,8 @@ fn top(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<()> {
         None
     };
     let topology = match &ws {
-        Some(ws) => load_topology(ws, args.topology.as_deref())?,
-        None => args.topology.as_deref().map(Topology::load_file).transpose()?,
+        Some(ws) => load_topology(ws, args.net.topology.as_deref())?,
+        None => args.net.topology.as_deref().map(Topology::load_file).transpose()?,
     };
     let mut feed: Box<dyn FlowFeed + '_> = if args.replay {
         let ws = ws.as_ref().expect("opened for replay");

@@ -151,6 +151,18 @@ pub struct FlowsArgs {
     pub out: OutputArgs,
 }
 
+/// What classifies and prices traffic: shared by `cost`, `graph` and `top`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Topology file (VPCs, subnets, NAT gateways, peerings, endpoints); default: the one stored
+    /// in the workspace (`egressor topology set`), if any.
+    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
+    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    pub pricing: Vec<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CostArgs {
     /// Start of the period (default 30d); tiers still count the month's earlier traffic.
@@ -171,13 +183,8 @@ pub struct CostArgs {
     /// Add savings recommendations, each with its evidence and computed monthly saving.
     #[arg(long)]
     pub recommend: bool,
-    /// Topology file (VPCs, subnets, NAT gateways, peerings, endpoints); default: the one stored
-    /// in the workspace (`egressor topology set`), if any.
-    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
-    pub topology: Option<PathBuf>,
-    /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
-    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
-    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -208,10 +215,8 @@ pub struct GraphArgs {
     /// At most this many edges (largest first).
     #[arg(long)]
     pub top: Option<usize>,
-    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
-    pub topology: Option<PathBuf>,
-    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
-    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
     /// table, json, dot (Graphviz) or mermaid.
     #[arg(long, short = 'o', value_enum, default_value_t = crate::views::graph::GraphFormat::Table)]
     pub output: crate::views::graph::GraphFormat,
@@ -247,10 +252,8 @@ pub struct TopArgs {
     /// live traffic (use e.g. --interval 5s).
     #[arg(long)]
     pub once: bool,
-    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
-    pub topology: Option<PathBuf>,
-    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
-    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
     #[command(flatten)]
     pub out: OutputArgs,
 }
