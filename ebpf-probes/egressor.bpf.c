@@ -186,8 +186,10 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 			init.bytes_in = len;
 			init.packets_in = 1;
 		}
-		if (bpf_map_update_elem(&SOCK_STATS, &cookie, &init, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&SOCK_STATS, &cookie, &init, BPF_NOEXIST) == 0) {
+			count_drop(EGR_STAT_INSERTED);
 			return 1;
+		}
 		/* Lost a race with another CPU (or sock_ops): count into the
 		 * entry it created. */
 		v = bpf_map_lookup_elem(&SOCK_STATS, &cookie);
@@ -281,7 +283,8 @@ static __always_inline void finish_socket(__u64 cookie, __u32 kind)
 		    ? BPF_RB_FORCE_WAKEUP
 		    : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
-	bpf_map_delete_elem(&SOCK_STATS, &cookie);
+	if (bpf_map_delete_elem(&SOCK_STATS, &cookie) == 0)
+		count_drop(EGR_STAT_DELETED);
 	bpf_map_delete_elem(&SOCK_META, &cookie);
 }
 
@@ -333,6 +336,8 @@ static __always_inline void upsert_from_sock(struct bpf_sock_ops *skops, __u64 c
 			__sync_fetch_and_or(&v->flags, flags);
 		else
 			count_drop(EGR_DROP_STATS_INSERT);
+	} else {
+		count_drop(EGR_STAT_INSERTED);
 	}
 }
 

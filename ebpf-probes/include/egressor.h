@@ -117,6 +117,11 @@ struct egr_close_event {
 #define EGR_DROP_RING_FULL 2    /* close event not sent; entry kept with
                                  * EGR_F_CLOSED instead (no bytes lost) */
 #define EGR_DROP_NO_COOKIE 3    /* packet without a socket cookie */
-#define EGR_DROP_SLOTS 4
+/* Not losses: SOCK_STATS entries created and deleted by the probes. With the entries
+ * user space saw and deleted, they tell how many entries the LRU evicted, including
+ * sockets evicted before any drain saw them. */
+#define EGR_STAT_INSERTED 4
+#define EGR_STAT_DELETED 5
+#define EGR_DROP_SLOTS 6
 
 #endif /* EGRESSOR_H */

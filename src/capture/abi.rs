@@ -20,6 +20,9 @@ pub(crate) const EGR_DROP_STATS_INSERT: usize = 0;
 pub(crate) const EGR_DROP_META_INSERT: usize = 1;
 pub(crate) const EGR_DROP_RING_FULL: usize = 2;
 pub(crate) const EGR_DROP_NO_COOKIE: usize = 3;
+pub(crate) const EGR_STAT_INSERTED: usize = 4;
+pub(crate) const EGR_STAT_DELETED: usize = 5;
+pub(crate) const EGR_DROP_SLOTS: usize = 6;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

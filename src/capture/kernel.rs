@@ -45,7 +45,13 @@ pub struct KernelCapture {
     /// Cookie -> first_ns of the live (not closed) sockets of the previous drain, to
     /// detect LRU evictions.
     previous: HashMap<u64, u64>,
-    evicted: u64,
+    /// Evictions of sockets an earlier drain saw (exact, from `previous`).
+    evicted_seen: u64,
+    /// Evictions from the insert/delete counters: includes sockets evicted before any drain
+    /// saw them. A lower bound while sockets come and go during the walk, exact when quiet.
+    evicted_counted: u64,
+    /// SOCK_STATS entries this process deleted (closed sockets whose event did not fit the ring).
+    user_deleted: u64,
     // Last: dropped after the maps, detaches and unloads every program.
     _ebpf: Ebpf,
     _cgroup: File,
@@ -106,7 +112,9 @@ impl KernelCapture {
             cgroup_path,
             capacity,
             previous: HashMap::new(),
-            evicted: 0,
+            evicted_seen: 0,
+            evicted_counted: 0,
+            user_deleted: 0,
             _ebpf: ebpf,
             _cgroup: cgroup,
         })
@@ -126,6 +134,11 @@ impl KernelCapture {
     /// Reads every socket's cumulative counters and the sockets closed since the last
     /// drain. Cost: two map syscalls per live socket.
     pub fn drain(&mut self) -> Result<Drain, Error> {
+        // Entries created so far, read before the walk, with the time of the reading on the
+        // probes' clock (bpf_ktime_get_ns is CLOCK_MONOTONIC).
+        let t_counted = monotonic_ns();
+        let inserted_before = self.drop_counters()?[abi::EGR_STAT_INSERTED];
+        let user_deleted_before = self.user_deleted;
         // The map first, then the ring: the probes submit a close event before deleting
         // the entry, so a socket missing from the map walk has its event in the ring.
         let metas: HashMap<u64, EgrSockMeta> =
@@ -155,7 +168,9 @@ impl KernelCapture {
             sockets.push(sample(cookie, stats, metas.get(&cookie), is_closed));
             if is_closed {
                 // The probe could not send the close event (ring full): finish it here.
-                let _ = self.stats.remove(&cookie);
+                if self.stats.remove(&cookie).is_ok() {
+                    self.user_deleted += 1;
+                }
                 let _ = self.meta.remove(&cookie);
                 finalised.insert(cookie);
             } else {
@@ -176,18 +191,26 @@ impl KernelCapture {
                 None => !closed.contains_key(cookie) && !finalised.contains(cookie),
             };
             if gone {
-                self.evicted += 1;
+                self.evicted_seen += 1;
             }
         }
         self.previous = still_live;
 
+        // Every entry created before `t_counted` was, by the end of the walk, either seen in it,
+        // deleted (by a probe at close, or here), or evicted. Races with the walk (an entry seen
+        // and then deleted, an insert counted a moment after its first_ns) can only make the
+        // difference smaller, so it is a lower bound of the evictions; the counter keeps the
+        // largest one seen, which is exact whenever a drain runs while sockets are not churning.
         let slots = self.drop_counters()?;
+        let walked_before = live.values().filter(|s| s.first_ns <= t_counted).count() as u64;
+        let accounted = walked_before + slots[abi::EGR_STAT_DELETED] + user_deleted_before;
+        self.evicted_counted = self.evicted_counted.max(inserted_before.saturating_sub(accounted));
         Ok(Drain {
             sockets,
             drops: slots[abi::EGR_DROP_STATS_INSERT]
                 + slots[abi::EGR_DROP_META_INSERT]
                 + slots[abi::EGR_DROP_NO_COOKIE],
-            evicted: self.evicted,
+            evicted: self.evicted_seen.max(self.evicted_counted),
             ring_full: slots[abi::EGR_DROP_RING_FULL],
             map_entries: u32::try_from(live.len()).unwrap_or(u32::MAX),
             map_capacity: self.capacity,
@@ -195,14 +218,22 @@ impl KernelCapture {
     }
 
     /// Sums of the DROPS slots over all CPUs.
-    fn drop_counters(&self) -> Result<[u64; 4], Error> {
-        let mut out = [0u64; 4];
+    fn drop_counters(&self) -> Result<[u64; abi::EGR_DROP_SLOTS], Error> {
+        let mut out = [0u64; abi::EGR_DROP_SLOTS];
         for (slot, total) in out.iter_mut().enumerate() {
             let values = self.drops.get(&(slot as u32), 0).map_err(|e| map_error("DROPS", e))?;
             *total = values.iter().sum();
         }
         Ok(out)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: bool) -> SocketSample {

@@ -19,7 +19,8 @@
 //!
 //! What can be lost, and how it is made visible:
 //! - a socket evicted from the LRU map between two drains loses the bytes since the last
-//!   drain; [`Drain::evicted`] counts such sockets (size the map with
+//!   drain (all its bytes if no drain saw it); [`Drain::evicted`] counts such sockets, from
+//!   the probes' insert/delete counters as well as from sockets that vanished (size the map with
 //!   [`CaptureConfig::max_sockets`]);
 //! - a failed map insert loses one packet's count: [`Drain::drops`];
 //! - a full ring buffer loses nothing: the close is kept in the map and reported at the
@@ -152,8 +153,11 @@ pub struct Drain {
     /// Cumulative count of failed map inserts in the kernel (packets not counted,
     /// connect/sendmsg metadata not recorded).
     pub drops: u64,
-    /// Cumulative count of sockets seen in an earlier drain that were evicted from the
-    /// LRU map before they closed: the bytes since their last drain are lost.
+    /// Cumulative count of sockets evicted from the full LRU map before they closed: the
+    /// bytes since their last drain (all of them, for a socket no drain saw) are lost.
+    /// Counted two ways, the larger taken: sockets an earlier drain saw that vanished, and
+    /// the probes' insert/delete counters against the entries walked (which also catches
+    /// sockets evicted before any drain; exact when a drain runs while sockets are not churning).
     pub evicted: u64,
     /// Cumulative count of closes that found the ring buffer full (nothing lost: they
     /// are reported from the map instead, maybe one drain late).

@@ -2,7 +2,7 @@
 //! `egressor pull` -> workspace, with attribution, bearer tokens, SIGKILL and restart.
 
 use crate::TestContext;
-use crate::capture::{CLIENT_COMM, Server, TestEnv, assert_tcp_bounds};
+use crate::capture::{CLIENT_COMM, Server, TestEnv, assert_tcp_bounds_retrans};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,7 @@ fn agent_counts_attributes_and_survives_sigkill() {
     let mut client = env.spawn_client_in(pod_dirs.last().unwrap(), &format!("tcp-send {} {n}", server.addr));
     let local: SocketAddr = client.expect_line("LOCAL").parse().unwrap();
     let pid = client.pid();
+    let retrans: u64 = client.expect_line("RETRANS").parse().unwrap();
     client.wait_ok();
     assert_eq!(server.wait_connections(1), n);
 
@@ -143,7 +144,7 @@ fn agent_counts_attributes_and_survives_sigkill() {
     let recs = pull_until(&t, &agent, &token, local.port(), n);
     let (bytes_out, packets_out) = (sum(&recs, "bytes_out"), sum(&recs, "packets_out"));
     eprintln!("agent: N={n} bytes_out={bytes_out} packets_out={packets_out} over {} window(s)", recs.len());
-    assert_tcp_bounds("agent", bytes_out, packets_out, n, 4);
+    assert_tcp_bounds_retrans("agent", bytes_out, packets_out, n, 4, retrans);
     let r = &recs[0];
     assert_eq!(r["source"], "agent");
     assert_eq!(r["node"], "it-node");

@@ -5,6 +5,7 @@ mod agent;
 mod capture;
 mod cost;
 mod pricing;
+mod pull;
 mod top;
 mod workspace;
 

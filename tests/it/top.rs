@@ -255,3 +255,66 @@ fn live_top_under_tmux_shows_the_traffic_with_its_process() {
     }
     assert!(gone, "q did not end egressor top");
 }
+
+/// SIGTERM (what `kill`, systemd and CI runners send) ends `egressor top` promptly and leaves the
+/// terminal usable: the alternate screen is gone and the line discipline is back in canonical mode.
+#[test]
+fn sigterm_ends_top_and_restores_the_terminal() {
+    let found = std::process::Command::new("sh").args(["-c", "command -v tmux"]).output().unwrap();
+    assert!(found.status.success(), "tmux is required (cargo xtask deps installs it)");
+    let t = crate::TestContext::new();
+    t.ok(&["demo", "--days", "1"]);
+    let session = format!("egressor-sigterm-{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_egressor");
+    let ws = t.workspace();
+    let cmd = format!(
+        "{bin} --workspace {} top --replay --speed 60; echo \"EXIT=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 60",
+        ws.display()
+    );
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux");
+    let st = tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        }
+    }
+    let _guard = Kill(session.clone());
+    let capture =
+        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).to_string();
+    let mut screen = String::new();
+    for _ in 0..100 {
+        screen = capture();
+        if screen.contains("egressor top") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(screen.contains("egressor top"), "no first frame:\n{screen}");
+    let pid = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{} top --replay", ws.display())])
+        .output()
+        .unwrap();
+    // The wrapping shells match too: keep the egressor process itself.
+    let pids: Vec<String> = String::from_utf8_lossy(&pid.stdout)
+        .lines()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "egressor"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(pids.len(), 1, "one egressor top process, got {pids:?}");
+    let pid = pids[0].clone();
+    let sent = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    loop {
+        screen = capture();
+        if screen.contains("EXIT=") && screen.contains("icanon") {
+            break;
+        }
+        assert!(sent.elapsed() < std::time::Duration::from_secs(3), "not ended 3 s after SIGTERM:\n{screen}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("ended {:?} after SIGTERM:\n{screen}", sent.elapsed());
+    assert!(!screen.contains("egressor top"), "the alternate screen is still shown:\n{screen}");
+    assert!(screen.lines().any(|l| l.trim() == "icanon"), "terminal left in raw mode:\n{screen}");
+}

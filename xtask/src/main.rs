@@ -46,7 +46,9 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|...]");
+            eprintln!(
+                "usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|cost|top|agent]"
+            );
             bail!("unknown task {:?}", args.first());
         }
     }
@@ -133,7 +135,7 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(which: &[String]) -> Result<()> {
     let names: Vec<&str> = if which.is_empty() {
-        vec!["ingest", "cost", "top"]
+        vec!["ingest", "cost", "top", "agent"]
     } else {
         which.iter().map(String::as_str).collect()
     };
