@@ -10,7 +10,7 @@ use super::topology::Topology;
 use crate::model::{FlowRecord, Timestamp, traffic_rows};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Ticks of history kept per edge (sparklines).
 pub const HISTORY: usize = 60;
@@ -47,8 +47,9 @@ pub struct LiveModel {
     pub total_bytes: u64,
     pub total_cost: Decimal,
     pub currency: String,
+    /// "src\0dst" -> position in `edges`.
     #[serde(skip)]
-    index: BTreeMap<(String, String), usize>,
+    index: HashMap<String, usize>,
 }
 
 impl LiveModel {
@@ -64,7 +65,7 @@ impl LiveModel {
             total_bytes: 0,
             total_cost: Decimal::ZERO,
             currency: "USD".into(),
-            index: BTreeMap::new(),
+            index: HashMap::new(),
         }
     }
 
@@ -107,9 +108,13 @@ impl LiveModel {
         );
         let hours = Decimal::from_f64_retain(secs / 3600.0).unwrap_or(Decimal::ONE);
         let mut seen = vec![false; self.edges.len()];
+        let mut key = String::new();
         for e in g.edges {
-            let key = (e.src.clone(), e.dst.clone());
-            let i = match self.index.get(&key) {
+            key.clear();
+            key.push_str(&e.src);
+            key.push('\0');
+            key.push_str(&e.dst);
+            let i = match self.index.get(key.as_str()) {
                 Some(&i) => i,
                 None => {
                     self.edges.push(LiveEdge {
@@ -124,7 +129,7 @@ impl LiveModel {
                         detail: BTreeMap::new(),
                     });
                     seen.push(false);
-                    self.index.insert(key, self.edges.len() - 1);
+                    self.index.insert(key.clone(), self.edges.len() - 1);
                     self.edges.len() - 1
                 }
             };
@@ -137,7 +142,12 @@ impl LiveModel {
             le.cost_per_hour = (e.cost / hours).round_dp(6);
             le.history.push_back(e.bytes);
             for (k, v) in e.detail {
-                *le.detail.entry(k).or_default() += v;
+                match le.detail.get_mut(&k) {
+                    Some(n) => *n += v,
+                    None => {
+                        le.detail.insert(k, v);
+                    }
+                }
             }
         }
         for (i, s) in seen.iter().enumerate() {

@@ -129,7 +129,7 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
                 .expect("bandwhich"),
         ),
         "nethogs" => Some(
-            in_ns(client_ns, "nethogs", &["-t", "-d", "1", dev])
+            in_ns(client_ns, "nethogs", &["-a", "-t", "-d", "1", dev])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -157,6 +157,9 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     let client_cpu = wait_rusage(client_pid);
     let cpu1 = obs_pid.map(|p| proc_cpu_s(p, ticks));
     let rss = obs_pid.map(vm_hwm_mib).unwrap_or(0.0);
+    if let Some(c) = observer.as_mut() {
+        assert!(c.try_wait().unwrap().is_none(), "{mode} exited during the run: its numbers would be void");
+    }
     let server_cpu = wait_rusage(server.id());
     let _ = server.try_wait();
     if let Some(c) = observer.as_mut() {

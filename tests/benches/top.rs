@@ -70,6 +70,7 @@ fn main() {
     let mut app = App::new(LiveModel::new(Level::Workload), "bench");
     let mut term = Terminal::new(TestBackend::new(200, 50)).expect("terminal");
     let mut ticks = Vec::new();
+    let mut draws = Vec::new();
     for t in 0..21 {
         let recs = records(t);
         let t0 = Instant::now();
@@ -82,7 +83,9 @@ fn main() {
                 None,
             )
             .expect("tick");
+        let t1 = Instant::now();
         term.draw(|f| draw(f, &app)).expect("draw");
+        draws.push(t1.elapsed());
         ticks.push(t0.elapsed());
     }
     assert!(app.model.edges.len() >= 10_000, "{} edges", app.model.edges.len());
@@ -97,6 +100,7 @@ fn main() {
     let tick = median(ticks[1..].to_vec());
     println!("edges                 {}", app.model.edges.len());
     println!("tick (update + draw)  {:.1} ms median", tick.as_secs_f64() * 1e3);
+    println!("  of which draw       {:.1} ms median", median(draws[1..].to_vec()).as_secs_f64() * 1e3);
     println!("CPU at 4 Hz           {:.1}% of one core", tick.as_secs_f64() * 4.0 * 100.0);
     println!("key press -> frame    {:.2} ms median", median(keys).as_secs_f64() * 1e3);
 }
