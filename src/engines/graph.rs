@@ -159,6 +159,28 @@ fn remote_name(t: &Transfer, level: Level) -> (String, NodeKind) {
     (party_name(r, level), NodeKind::Internal)
 }
 
+/// The edge a transfer belongs to at `level`: (sender, receiver, kind of the remote end).
+pub fn transfer_edge(t: &Transfer, level: Level) -> (String, String, NodeKind) {
+    let local = party_name(t.local(), level);
+    let (remote, kind) = remote_name(t, level);
+    match t.direction {
+        Direction::Out => (local, remote, kind),
+        Direction::In => (remote, local, kind),
+    }
+}
+
+/// The drill-down key of a transfer: `namespace/pod [process] -> other pod`, in the transfer's
+/// direction.
+pub fn transfer_detail(t: &Transfer) -> String {
+    let l = t.local();
+    let who = format!("{} [{}]", party_name(l, Level::Pod), l.process.as_deref().unwrap_or("-"));
+    let (other, _) = remote_name(t, Level::Pod);
+    match t.direction {
+        Direction::Out => format!("{who} -> {other}"),
+        Direction::In => format!("{other} -> {who}"),
+    }
+}
+
 pub fn build(report: &CostReport, q: &GraphQuery<'_>) -> Graph {
     let seconds = (report.until.micros() - report.since.micros()).max(1) as f64 / 1e6;
     // Hash maps while folding (the live view folds ~10,000 transfers per tick); the order of the
@@ -170,31 +192,23 @@ pub fn build(report: &CostReport, q: &GraphQuery<'_>) -> Graph {
         if !t.in_period || q.class.is_some_and(|c| c != t.classified.class) {
             continue;
         }
-        let local = party_name(t.local(), q.level);
-        let (remote, kind) = remote_name(t, q.level);
-        if !kinds.contains_key(&local) {
+        let (src, dst, kind) = transfer_edge(t, q.level);
+        let (local, remote) = match t.direction {
+            Direction::Out => (&src, &dst),
+            Direction::In => (&dst, &src),
+        };
+        if !kinds.contains_key(local) {
             kinds.insert(local.clone(), NodeKind::Internal);
         }
-        if !kinds.contains_key(&remote) {
+        if !kinds.contains_key(remote) {
             kinds.insert(remote.clone(), kind);
         }
-        let (src, dst) = match t.direction {
-            Direction::Out => (local, remote),
-            Direction::In => (remote, local),
-        };
         let e = edges.entry((src, dst)).or_default();
         e.0 += t.bytes;
         *e.1.entry(t.classified.class).or_default() += t.bytes;
         e.2 += costs.values().copied().sum::<Decimal>();
         if q.details {
-            let l = t.local();
-            let who = format!("{} [{}]", party_name(l, Level::Pod), l.process.as_deref().unwrap_or("-"));
-            let (other, _) = remote_name(t, Level::Pod);
-            let key = match t.direction {
-                Direction::Out => format!("{who} -> {other}"),
-                Direction::In => format!("{other} -> {who}"),
-            };
-            *e.3.entry(key).or_default() += t.bytes;
+            *e.3.entry(transfer_detail(t)).or_default() += t.bytes;
         }
     }
     let mut edges: Vec<Edge> = edges

@@ -1,16 +1,27 @@
 //! The live view's model: flow records arrive in ticks (from local capture, agents or a replay);
 //! each tick is classified and priced by the cost engine and folded into per-edge totals, a rate
 //! history for sparklines and cost rates by class. Pure: `top` and its tests drive it with records.
+//!
+//! Why a learned cache: the same socket pairs come back tick after tick (10,000 of them at 4 Hz in
+//! the benchmark), and running classification, pricing and naming for each of them every 250 ms
+//! cost a third of a core. A pair (node, local party, remote party) is run through the cost engine
+//! and the graph naming once, the first time a direction of it carries bytes; what that produced
+//! per direction (edge, class, drill-down key, cost per byte at the first-tier price the live view
+//! shows) is kept, and later ticks only add bytes. Pricing is linear within a tick (no free
+//! allowance, first tier), so this is the engine's own arithmetic, not a second model of it: the
+//! test `cached_ticks_equal_the_cost_engine` holds the two together.
 
 use super::classify::Class;
+use super::classify::Direction;
 use super::cost::{CostInput, GroupBy, Period, compute};
-use super::graph::{self, FocusDirection, GraphQuery, Level};
+use super::graph::{self, Level};
 use super::pricing::PriceBook;
 use super::topology::Topology;
-use crate::model::{FlowRecord, Timestamp, traffic_rows};
+use crate::model::{Endpoint, FlowRecord, Party, Timestamp, traffic_rows};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 
 /// Ticks of history kept per edge (sparklines).
 pub const HISTORY: usize = 60;
@@ -33,6 +44,26 @@ pub struct LiveEdge {
     pub detail: BTreeMap<String, u64>,
 }
 
+/// What one direction of a known pair contributes, per byte.
+#[derive(Debug, Clone)]
+struct Slot {
+    edge: usize,
+    class: Class,
+    /// Cost of one byte (the engine's cost of the learned transfer divided by its bytes).
+    unit_cost: Decimal,
+    detail: String,
+}
+
+/// A (node, local party, remote party) pair seen before.
+#[derive(Debug, Clone)]
+struct Pair {
+    node: String,
+    local: Party,
+    remote: Party,
+    out: Option<Slot>,
+    inb: Option<Slot>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveModel {
     pub level: Level,
@@ -50,7 +81,130 @@ pub struct LiveModel {
     /// "src\0dst" -> position in `edges`.
     #[serde(skip)]
     index: HashMap<String, usize>,
+    #[serde(skip)]
+    pairs: Vec<Pair>,
+    /// Hash of (node, local party, remote party) -> positions in `pairs`.
+    #[serde(skip)]
+    pair_index: HashMap<u64, Vec<usize>, FxBuild>,
 }
+
+/// FxHash (rustc's hasher): a multiply-rotate per word. The pair lookup verifies every candidate
+/// field by field, so a weak hash can only cost a comparison, never a wrong match; SipHash made the
+/// lookup of 10,000 records a sizeable part of a tick.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
+/// Hashes what [`Party::from_endpoint`] keeps of an endpoint (the local party's node is the
+/// record's node), without building the party.
+fn hash_side(h: &mut impl Hasher, e: &Endpoint, node: Option<&str>) {
+    e.ip.to_canonical().hash(h);
+    e.process.hash(h);
+    e.pod.hash(h);
+    e.namespace.hash(h);
+    e.workload_kind.hash(h);
+    e.workload_name.hash(h);
+    e.service.hash(h);
+    node.hash(h);
+    e.zone.hash(h);
+    e.region.hash(h);
+}
+
+fn hash_party(h: &mut impl Hasher, p: &Party) {
+    p.ip.map(|ip| ip.to_canonical()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)).hash(h);
+    p.process.hash(h);
+    p.pod.hash(h);
+    p.namespace.hash(h);
+    p.workload_kind.hash(h);
+    p.workload_name.hash(h);
+    p.service.hash(h);
+    p.node.as_deref().hash(h);
+    p.zone.hash(h);
+    p.region.hash(h);
+}
+
+fn pair_hash_of_record(r: &FlowRecord) -> u64 {
+    let mut h = FxHasher::default();
+    r.node.hash(&mut h);
+    hash_side(&mut h, &r.local, Some(&r.node));
+    hash_side(&mut h, &r.remote, r.remote.node.as_deref());
+    h.finish()
+}
+
+fn pair_hash(node: &str, local: &Party, remote: &Party) -> u64 {
+    let mut h = FxHasher::default();
+    node.hash(&mut h);
+    hash_party(&mut h, local);
+    hash_party(&mut h, remote);
+    h.finish()
+}
+
+fn side_matches(p: &Party, e: &Endpoint, node: Option<&str>) -> bool {
+    p.ip == Some(e.ip.to_canonical())
+        && p.process == e.process
+        && p.pod == e.pod
+        && p.namespace == e.namespace
+        && p.workload_kind == e.workload_kind
+        && p.workload_name == e.workload_name
+        && p.service == e.service
+        && p.node.as_deref() == node
+        && p.zone == e.zone
+        && p.region == e.region
+}
+
+impl Pair {
+    fn matches(&self, r: &FlowRecord) -> bool {
+        self.node == r.node
+            && side_matches(&self.local, &r.local, Some(&r.node))
+            && side_matches(&self.remote, &r.remote, r.remote.node.as_deref())
+    }
+}
+
+/// This tick's accumulation for one edge.
+#[derive(Default, Clone)]
+struct EdgeTick {
+    bytes: u64,
+    cost: Decimal,
+    /// Bytes by class, indexed like [`Class::ALL`].
+    classes: [u64; CLASSES],
+}
+
+const CLASSES: usize = Class::ALL.len();
 
 impl LiveModel {
     pub fn new(level: Level) -> Self {
@@ -66,12 +220,101 @@ impl LiveModel {
             total_cost: Decimal::ZERO,
             currency: "USD".into(),
             index: HashMap::new(),
+            pairs: Vec::new(),
+            pair_index: HashMap::default(),
         }
     }
 
     /// Starts over at another level (totals then count from the switch).
     pub fn set_level(&mut self, level: Level) {
         *self = LiveModel { currency: self.currency.clone(), ..LiveModel::new(level) };
+    }
+
+    fn find_pair(&self, r: &FlowRecord) -> Option<usize> {
+        self.pair_index.get(&pair_hash_of_record(r))?.iter().copied().find(|&i| self.pairs[i].matches(r))
+    }
+
+    fn edge_index(&mut self, src: String, dst: String) -> usize {
+        let key = format!("{src}\0{dst}");
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        self.edges.push(LiveEdge {
+            src,
+            dst,
+            class: Class::Unknown,
+            total_bytes: 0,
+            total_cost: Decimal::ZERO,
+            history: VecDeque::from(vec![0; (self.ticks as usize).min(HISTORY - 1)]),
+            rate: 0.0,
+            cost_per_hour: Decimal::ZERO,
+            detail: BTreeMap::new(),
+        });
+        self.index.insert(key, self.edges.len() - 1);
+        self.edges.len() - 1
+    }
+
+    /// Runs `records` (pairs not seen before, or with a direction not seen before) through the cost
+    /// engine and the graph naming, and keeps what each transfer produced.
+    fn learn(
+        &mut self,
+        records: &[FlowRecord],
+        start: Timestamp,
+        end: Timestamp,
+        book: &PriceBook,
+        topology: Option<&Topology>,
+    ) -> anyhow::Result<()> {
+        let rows = traffic_rows(records, start.floor_month());
+        let period = Period { since: start, until: end.max(start.add_micros(1)) };
+        let report = compute(&CostInput {
+            rows: &rows,
+            period,
+            book,
+            topology,
+            by: GroupBy::Class,
+            free_allowances: false,
+        })?;
+        self.currency = report.currency.clone();
+        for (t, costs) in report.transfers.iter().zip(&report.transfer_costs) {
+            if t.bytes == 0 {
+                continue;
+            }
+            let (src, dst, _) = graph::transfer_edge(t, self.level);
+            let edge = self.edge_index(src, dst);
+            let cost: Decimal = costs.values().copied().sum();
+            let slot = Slot {
+                edge,
+                class: t.classified.class,
+                unit_cost: cost / Decimal::from(t.bytes),
+                detail: graph::transfer_detail(t),
+            };
+            let h = pair_hash(&t.node, t.local(), t.remote());
+            let existing = self.pair_index.get(&h).and_then(|v| {
+                v.iter().copied().find(|&i| {
+                    let p = &self.pairs[i];
+                    p.node == t.node && &p.local == t.local() && &p.remote == t.remote()
+                })
+            });
+            let i = match existing {
+                Some(i) => i,
+                None => {
+                    self.pairs.push(Pair {
+                        node: t.node.clone(),
+                        local: t.local().clone(),
+                        remote: t.remote().clone(),
+                        out: None,
+                        inb: None,
+                    });
+                    self.pair_index.entry(h).or_default().push(self.pairs.len() - 1);
+                    self.pairs.len() - 1
+                }
+            };
+            match t.direction {
+                Direction::Out => self.pairs[i].out = Some(slot),
+                Direction::In => self.pairs[i].inb = Some(slot),
+            }
+        }
+        Ok(())
     }
 
     /// Folds one tick of records, covering `[start, end)`, into the model.
@@ -84,92 +327,232 @@ impl LiveModel {
         topology: Option<&Topology>,
     ) -> anyhow::Result<()> {
         let secs = ((end.micros() - start.micros()) as f64 / 1e6).max(1e-3);
-        let rows = traffic_rows(records, start.floor_month());
-        let period = Period { since: start, until: end.max(start.add_micros(1)) };
-        let report = compute(&CostInput {
-            rows: &rows,
-            period,
-            book,
-            topology,
-            by: GroupBy::Class,
-            free_allowances: false,
-        })?;
-        self.currency = report.currency.clone();
-        let g = graph::build(
-            &report,
-            &GraphQuery {
-                level: self.level,
-                focus: None,
-                hops: 0,
-                direction: FocusDirection::Both,
-                class: None,
-                details: true,
-            },
-        );
-        let hours = Decimal::from_f64_retain(secs / 3600.0).unwrap_or(Decimal::ONE);
-        let mut seen = vec![false; self.edges.len()];
-        let mut key = String::new();
-        for e in g.edges {
-            key.clear();
-            key.push_str(&e.src);
-            key.push('\0');
-            key.push_str(&e.dst);
-            let i = match self.index.get(key.as_str()) {
-                Some(&i) => i,
-                None => {
-                    self.edges.push(LiveEdge {
-                        src: e.src.clone(),
-                        dst: e.dst.clone(),
-                        class: e.class,
-                        total_bytes: 0,
-                        total_cost: Decimal::ZERO,
-                        history: VecDeque::from(vec![0; (self.ticks as usize).min(HISTORY - 1)]),
-                        rate: 0.0,
-                        cost_per_hour: Decimal::ZERO,
-                        detail: BTreeMap::new(),
-                    });
-                    seen.push(false);
-                    self.index.insert(key.clone(), self.edges.len() - 1);
-                    self.edges.len() - 1
+        // As the cost engine does: bytes a remote on a reporting node received are that node's own
+        // bytes_out, so the receiving direction is counted only for remotes on other nodes.
+        let observed: HashSet<&str> = records.iter().map(|r| r.node.as_str()).collect();
+        let needs_in = |r: &FlowRecord| {
+            r.bytes_in > 0 && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n))
+        };
+        // 1. Learn what is new.
+        let mut found: Vec<Option<usize>> = Vec::with_capacity(records.len());
+        let mut unknown: Vec<FlowRecord> = Vec::new();
+        for r in records {
+            let p = self.find_pair(r);
+            let known = p.is_some_and(|i| {
+                let pair = &self.pairs[i];
+                (r.bytes_out == 0 || pair.out.is_some()) && (!needs_in(r) || pair.inb.is_some())
+            });
+            if !known {
+                unknown.push(r.clone());
+            }
+            found.push(p);
+        }
+        if !unknown.is_empty() {
+            self.learn(&unknown, start, end, book, topology)?;
+            for (f, r) in found.iter_mut().zip(records) {
+                if f.is_none() {
+                    *f = self.find_pair(r);
                 }
+            }
+        }
+        // 2. Add every record's bytes through what was learned.
+        let mut per_edge: Vec<EdgeTick> = vec![EdgeTick::default(); self.edges.len()];
+        let mut class_cost: BTreeMap<Class, Decimal> = BTreeMap::new();
+        let (mut tick_bytes, mut tick_cost) = (0u64, Decimal::ZERO);
+        for (r, p) in records.iter().zip(&found) {
+            let Some(i) = *p else {
+                anyhow::bail!("live view: the cost engine produced no transfer for a flow of {}", r.node)
             };
-            seen[i] = true;
-            let le = &mut self.edges[i];
-            le.class = e.class;
-            le.total_bytes += e.bytes;
-            le.total_cost += e.cost;
-            le.rate = e.bytes as f64 / secs;
-            le.cost_per_hour = (e.cost / hours).round_dp(6);
-            le.history.push_back(e.bytes);
-            for (k, v) in e.detail {
-                match le.detail.get_mut(&k) {
-                    Some(n) => *n += v,
+            let inb = if needs_in(r) { r.bytes_in } else { 0 };
+            for (slot, bytes) in [(&self.pairs[i].out, r.bytes_out), (&self.pairs[i].inb, inb)] {
+                if bytes == 0 {
+                    continue;
+                }
+                let Some(slot) = slot else {
+                    anyhow::bail!("live view: no transfer learned for a direction of a flow of {}", r.node)
+                };
+                let cost = slot.unit_cost * Decimal::from(bytes);
+                let e = &mut per_edge[slot.edge];
+                e.bytes += bytes;
+                e.cost += cost;
+                e.classes[slot.class as usize] += bytes;
+                *class_cost.entry(slot.class).or_default() += cost;
+                let detail = &mut self.edges[slot.edge].detail;
+                match detail.get_mut(slot.detail.as_str()) {
+                    Some(n) => *n += bytes,
                     None => {
-                        le.detail.insert(k, v);
+                        detail.insert(slot.detail.clone(), bytes);
                     }
                 }
+                tick_bytes += bytes;
+                tick_cost += cost;
             }
         }
-        for (i, s) in seen.iter().enumerate() {
-            if !s {
-                let le = &mut self.edges[i];
-                le.rate = 0.0;
-                le.cost_per_hour = Decimal::ZERO;
-                le.history.push_back(0);
+        // 3. Fold into the edges: totals, rates, history.
+        let hours = Decimal::from_f64_retain(secs / 3600.0).unwrap_or(Decimal::ONE);
+        for (i, le) in self.edges.iter_mut().enumerate() {
+            match per_edge.get(i).filter(|t| t.bytes > 0) {
+                Some(t) => {
+                    // The class with the most bytes; on a tie the first in Class order (as the graph).
+                    le.class = Class::ALL
+                        .iter()
+                        .zip(t.classes)
+                        .filter(|(_, b)| *b > 0)
+                        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+                        .map(|(c, _)| *c)
+                        .unwrap_or(Class::Unknown);
+                    let cost = t.cost.round_dp(super::cost::MONEY_DP);
+                    le.total_bytes += t.bytes;
+                    le.total_cost += cost;
+                    le.rate = t.bytes as f64 / secs;
+                    le.cost_per_hour = (cost / hours).round_dp(6);
+                    le.history.push_back(t.bytes);
+                }
+                None => {
+                    le.rate = 0.0;
+                    le.cost_per_hour = Decimal::ZERO;
+                    le.history.push_back(0);
+                }
             }
-        }
-        for le in &mut self.edges {
             while le.history.len() > HISTORY {
                 le.history.pop_front();
             }
         }
-        self.class_rate = report.by_class.iter().map(|(c, t)| (*c, (t.cost / hours).round_dp(6))).collect();
-        self.cost_per_hour = (report.totals.transfer_cost / hours).round_dp(6);
-        self.bytes_per_sec = report.totals.bytes as f64 / secs;
-        self.total_bytes += report.totals.bytes;
-        self.total_cost += report.totals.transfer_cost;
+        let tick_cost = tick_cost.round_dp(super::cost::MONEY_DP);
+        self.class_rate = class_cost
+            .iter()
+            .map(|(c, v)| (*c, (v.round_dp(super::cost::MONEY_DP) / hours).round_dp(6)))
+            .collect();
+        self.cost_per_hour = (tick_cost / hours).round_dp(6);
+        self.bytes_per_sec = tick_bytes as f64 / secs;
+        self.total_bytes += tick_bytes;
+        self.total_cost += tick_cost;
         self.seconds += secs;
         self.ticks += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::graph::{FocusDirection, GraphQuery};
+    use crate::model::{Initiator, Proto};
+    use std::net::IpAddr;
+
+    fn ep(ip: &str, name: &str, node: &str, zone: &str) -> Endpoint {
+        let mut e = Endpoint::addr(ip.parse::<IpAddr>().unwrap(), 443);
+        if !name.is_empty() {
+            e.namespace = Some("shop".into());
+            e.workload_kind = Some("Deployment".into());
+            e.workload_name = Some(name.into());
+            e.pod = Some(format!("{name}-0"));
+            e.node = Some(node.into());
+            e.zone = Some(zone.into());
+            e.region = Some("us-east-1".into());
+            e.process = Some("java".into());
+        }
+        e
+    }
+
+    fn rec(local: Endpoint, remote: Endpoint, out: u64, inb: u64) -> FlowRecord {
+        FlowRecord {
+            window_start: Timestamp::from_secs(1_795_000_000),
+            window_end: Timestamp::from_secs(1_795_000_001),
+            node: local.node.clone().unwrap(),
+            ip_version: 4,
+            local,
+            remote,
+            proto: Proto::Tcp,
+            initiator: Initiator::Local,
+            bytes_out: out,
+            bytes_in: inb,
+            packets_out: 1,
+            packets_in: 1,
+            connections_opened: 0,
+            connections_closed: 0,
+            batch_id: None,
+            source: None,
+        }
+    }
+
+    /// Tick `k` of a small cluster: cross-zone pairs, a remote on an unobserved node (its receiving
+    /// direction counts) and on an observed one (it does not), S3, the internet, same node; the
+    /// byte counts change every tick, a direction appears only in tick 2, a pair only in tick 3.
+    fn tick_records(k: u64) -> Vec<FlowRecord> {
+        let fe = ep("10.0.1.10", "frontend", "node-a", "us-east-1a");
+        let co = ep("10.0.2.20", "checkout", "node-b", "us-east-1b");
+        let db = ep("10.0.3.30", "db", "node-c", "us-east-1c");
+        let mut v = vec![
+            rec(fe.clone(), co.clone(), 7_000_003 * k, if k >= 2 { 1_000 * k } else { 0 }),
+            rec(co.clone(), fe.clone(), 3_000_001 * k, 0),
+            rec(co.clone(), db.clone(), 5_000_000 + k, 2_000_000 * k),
+            rec(co.clone(), ep("52.216.8.20", "", "", ""), 900_000_000 * k, 12_345),
+            rec(fe.clone(), ep("198.51.100.7", "", "", ""), 123_456_789 * k, 999),
+            rec(fe.clone(), ep("10.0.1.11", "frontend", "node-a", "us-east-1a"), 42 * k, 0),
+        ];
+        if k == 3 {
+            v.push(rec(db, ep("10.0.1.10", "frontend", "node-a", "us-east-1a"), 77_777, 0));
+        }
+        v
+    }
+
+    #[test]
+    fn cached_ticks_equal_the_cost_engine() {
+        let book = PriceBook::shipped().unwrap();
+        let mut m = LiveModel::new(Level::Workload);
+        let mut expect: BTreeMap<(String, String), (u64, Decimal, BTreeMap<String, u64>)> = BTreeMap::new();
+        let mut expect_total = Decimal::ZERO;
+        for k in 1..=3 {
+            let recs = tick_records(k);
+            let (start, end) = (Timestamp::from_secs(1_795_000_000), Timestamp::from_secs(1_795_000_001));
+            m.tick(&recs, start, end, &book, None).unwrap();
+            // The engine from scratch on the same tick.
+            let rows = traffic_rows(&recs, start.floor_month());
+            let report = compute(&CostInput {
+                rows: &rows,
+                period: Period { since: start, until: end },
+                book: &book,
+                topology: None,
+                by: GroupBy::Class,
+                free_allowances: false,
+            })
+            .unwrap();
+            expect_total += report.totals.transfer_cost;
+            let g = graph::build(
+                &report,
+                &GraphQuery {
+                    level: Level::Workload,
+                    focus: None,
+                    hops: 0,
+                    direction: FocusDirection::Both,
+                    class: None,
+                    details: true,
+                },
+            );
+            for e in g.edges {
+                let x = expect.entry((e.src.clone(), e.dst.clone())).or_default();
+                x.0 += e.bytes;
+                x.1 += e.cost;
+                for (d, b) in e.detail {
+                    *x.2.entry(d).or_default() += b;
+                }
+                let le =
+                    m.edges.iter().find(|l| l.src == e.src && l.dst == e.dst).expect("edge in live model");
+                assert_eq!(le.class, e.class, "{} -> {}", e.src, e.dst);
+                assert_eq!(*le.history.back().unwrap(), e.bytes, "tick {k} bytes of {} -> {}", e.src, e.dst);
+            }
+            assert_eq!(m.total_bytes, expect.values().map(|x| x.0).sum::<u64>(), "tick {k}");
+            let diff = (m.total_cost - expect_total).abs();
+            assert!(diff <= Decimal::new(1, 9), "tick {k}: live {} vs engine {expect_total}", m.total_cost);
+        }
+        assert!(expect_total > Decimal::ZERO);
+        assert_eq!(m.edges.len(), expect.len());
+        for le in &m.edges {
+            let x = &expect[&(le.src.clone(), le.dst.clone())];
+            assert_eq!(le.total_bytes, x.0);
+            assert!((le.total_cost - x.1).abs() <= Decimal::new(1, 9), "{} vs {}", le.total_cost, x.1);
+            assert_eq!(le.detail, x.2);
+        }
     }
 }

@@ -85,6 +85,12 @@ impl App {
 
     /// The edges as shown: filtered and sorted (ties by name, so the order is stable).
     pub fn visible(&self) -> Vec<&LiveEdge> {
+        self.visible_top(usize::MAX).1
+    }
+
+    /// How many edges pass the filter, and the first `k` of them in display order: a draw needs
+    /// only the rows up to the selection plus a screen, not 10,000 sorted edges four times a second.
+    pub fn visible_top(&self, k: usize) -> (usize, Vec<&LiveEdge>) {
         let f = self.filter.to_lowercase();
         let mut v: Vec<&LiveEdge> = self
             .model
@@ -97,15 +103,22 @@ impl App {
                     || e.class.as_str().contains(&f)
             })
             .collect();
-        v.sort_by(|a, b| {
+        let order = |a: &&LiveEdge, b: &&LiveEdge| {
             let o = match self.sort {
                 SortBy::Rate => b.rate.total_cmp(&a.rate).then(b.total_bytes.cmp(&a.total_bytes)),
                 SortBy::Total => b.total_bytes.cmp(&a.total_bytes),
                 SortBy::Cost => b.total_cost.cmp(&a.total_cost).then(b.total_bytes.cmp(&a.total_bytes)),
             };
             o.then_with(|| a.src.cmp(&b.src)).then_with(|| a.dst.cmp(&b.dst))
-        });
-        v
+        };
+        let n = v.len();
+        if k < n {
+            // The order is total (names break ties), so the first k are the same as a full sort's.
+            v.select_nth_unstable_by(k, order);
+            v.truncate(k);
+        }
+        v.sort_by(order);
+        (n, v)
     }
 
     pub fn on_key(&mut self, key: KeyEvent) -> Action {
@@ -133,7 +146,7 @@ impl App {
             }
             return Action::Continue;
         }
-        let n = self.visible().len();
+        let n = self.visible_top(0).0;
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
             KeyCode::Down | KeyCode::Char('j') => {
@@ -162,7 +175,7 @@ impl App {
     }
 
     pub fn selected_edge(&self) -> Option<&LiveEdge> {
-        self.visible().get(self.selected).copied()
+        self.visible_top(self.selected + 1).1.get(self.selected).copied()
     }
 }
 
@@ -277,7 +290,8 @@ pub fn draw(f: &mut Frame, app: &App) {
 }
 
 fn draw_edges(f: &mut Frame, app: &App, area: Rect) {
-    let visible = app.visible();
+    let height = area.height.saturating_sub(3).max(1) as usize;
+    let (total, visible) = app.visible_top(app.selected + height);
     let cur = &app.model.currency;
     let spark_w: usize = if area.width >= 90 { 16 } else { 6 };
     // Full names where there is room for them; the drill-down always shows them in full.
@@ -286,8 +300,7 @@ fn draw_edges(f: &mut Frame, app: &App, area: Rect) {
     let header = Row::new(vec!["from", "to", "rate", "total", "/h", "trend"])
         .style(Style::default().add_modifier(Modifier::BOLD));
     // Only the rows that fit are built: with 10,000 edges the rest would be formatted for nothing.
-    let height = area.height.saturating_sub(3).max(1) as usize;
-    let selected = app.selected.min(visible.len().saturating_sub(1));
+    let selected = app.selected.min(total.saturating_sub(1));
     let offset = selected.saturating_sub(height - 1);
     let rows: Vec<Row> = visible
         .iter()
@@ -310,7 +323,7 @@ fn draw_edges(f: &mut Frame, app: &App, area: Rect) {
         .collect();
     let title = format!(
         " edges {}{} · {} {cur} so far ",
-        visible.len(),
+        total,
         if app.filter.is_empty() { String::new() } else { format!(" matching \"{}\"", app.filter) },
         money(app.model.total_cost)
     );
@@ -369,9 +382,15 @@ fn draw_cost(f: &mut Frame, app: &App, area: Rect) {
 /// The top edges drawn as arrows whose weight says how much moves.
 fn draw_graph(f: &mut Frame, app: &App, area: Rect) {
     let mut edges: Vec<&LiveEdge> = app.model.edges.iter().filter(|e| e.rate > 0.0).collect();
-    edges.sort_by(|a, b| {
+    let order = |a: &&LiveEdge, b: &&LiveEdge| {
         b.rate.total_cmp(&a.rate).then_with(|| a.src.cmp(&b.src)).then_with(|| a.dst.cmp(&b.dst))
-    });
+    };
+    let shown = area.height.saturating_sub(2) as usize / 2;
+    if shown < edges.len() {
+        edges.select_nth_unstable_by(shown, order);
+        edges.truncate(shown);
+    }
+    edges.sort_by(order);
     let max = edges.first().map(|e| e.rate).unwrap_or(1.0).max(1e-9);
     let inner_w = area.width.saturating_sub(2) as usize;
     let short = |s: &str, n: usize| -> String {
