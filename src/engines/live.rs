@@ -501,7 +501,8 @@ mod tests {
     fn cached_ticks_equal_the_cost_engine() {
         let book = PriceBook::shipped().unwrap();
         let mut m = LiveModel::new(Level::Workload);
-        let mut expect: BTreeMap<(String, String), (u64, Decimal, BTreeMap<String, u64>)> = BTreeMap::new();
+        type Expected = (u64, Decimal, BTreeMap<String, u64>);
+        let mut expect: BTreeMap<(String, String), Expected> = BTreeMap::new();
         let mut expect_total = Decimal::ZERO;
         for k in 1..=3 {
             let recs = tick_records(k);
