@@ -69,7 +69,7 @@ struct egr_sock_stats {
 	__u64 packets_out;
 	__u64 packets_in;
 	__u64 first_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at creation */
-	__u64 last_ns;  /* at the last update */
+	__u64 last_ns;  /* at creation, and at close in close events (not per packet) */
 	__u32 flags;    /* EGR_F_* */
 	__u32 _pad;
 };

@@ -141,7 +141,8 @@ pub struct SocketSample {
     /// Kernel monotonic time (ns) when the counters started. If it changes between two
     /// drains for the same cookie, the entry was evicted and recreated: counters restarted.
     pub first_seen_ns: u64,
-    /// Kernel monotonic time (ns) of the last packet.
+    /// Kernel monotonic time (ns) of the close for a closed socket, else when it was first seen
+    /// (the probes do not read the clock per packet: it cost ~10% of their time).
     pub last_seen_ns: u64,
 }
 
