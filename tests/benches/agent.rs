@@ -12,7 +12,10 @@
 //!   cost shows up here, not in the agent;
 //! - the observer's CPU: user+sys of the agent / bandwhich / nethogs process from /proc/PID/stat,
 //!   over the traffic's run only (start-up excluded), in cores;
-//! - the observer's peak RSS (VmHWM).
+//! - the observer's peak RSS (VmHWM);
+//! - with the agent, the probes' own run time from the kernel (`kernel.bpf_stats_enabled`), as a
+//!   share of the iperf3 CPU: the direct measure of what counting costs the traffic, which the
+//!   per-GB CPU difference (a few percent of noise on this machine) cannot resolve.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,6 +31,9 @@ fn main() {
     let secs: u64 = env_or("EGRESSOR_BENCH_SECONDS", 10);
     let rounds: usize = env_or("EGRESSOR_BENCH_ROUNDS", 3);
     preflight();
+    // The kernel times every probe run while this is on (two clock reads per run, included in
+    // the numbers: the probes' share is a slight overestimate).
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
     let ns = VethPair::new();
     let ticks = clock_ticks();
     println!("{secs} s per run, {rounds} rounds, medians; CPU from rusage and /proc/PID/stat");
@@ -44,6 +50,7 @@ fn main() {
         print_table(link, &results);
     }
     churn(secs, rounds, ticks);
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 }
 
 #[derive(Clone, Debug, Default)]
@@ -53,6 +60,10 @@ struct Run {
     cpu_s_per_gb: f64,
     /// Observer CPU in cores over the traffic run.
     observer_cores: f64,
+    /// With the agent: the probes' own run time (kernel bpf_stats) as a share of the iperf3 CPU.
+    probe_share: f64,
+    /// With the agent: probe runs per GB and mean ns per run.
+    probe_ns_per_run: f64,
     observer_rss_mib: f64,
 }
 
@@ -65,8 +76,15 @@ fn print_table(link: &str, results: &[Vec<Run>]) {
     let base = median(results[0].iter().map(|r| r.cpu_s_per_gb).collect());
     println!("\niperf3 over {link}:");
     println!(
-        "{:<16} {:>10} {:>16} {:>12} {:>15} {:>10}",
-        "observer", "Gbit/s", "iperf3 CPU s/GB", "vs none", "observer cores", "RSS MiB"
+        "{:<16} {:>10} {:>16} {:>12} {:>15} {:>10} {:>12} {:>10}",
+        "observer",
+        "Gbit/s",
+        "iperf3 CPU s/GB",
+        "vs none",
+        "observer cores",
+        "RSS MiB",
+        "probes/CPU",
+        "ns/run"
     );
     for (mode, runs) in MODES.iter().zip(results) {
         let cpu = median(runs.iter().map(|r| r.cpu_s_per_gb).collect());
@@ -78,14 +96,24 @@ fn print_table(link: &str, results: &[Vec<Run>]) {
                 format!("{:.1}", median(runs.iter().map(|r| r.observer_rss_mib).collect())),
             )
         };
+        let (share, ns) = if *mode == "egressor agent" {
+            (
+                format!("{:.2}%", median(runs.iter().map(|r| r.probe_share * 100.0).collect())),
+                format!("{:.0}", median(runs.iter().map(|r| r.probe_ns_per_run).collect())),
+            )
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
         println!(
-            "{:<16} {:>10.1} {:>16.4} {:>+11.1}% {:>15} {:>10}",
+            "{:<16} {:>10.1} {:>16.4} {:>+11.1}% {:>15} {:>10} {:>12} {:>10}",
             mode,
             median(runs.iter().map(|r| r.gbit_s).collect()),
             cpu,
             (cpu / base - 1.0) * 100.0,
             cores,
-            rss
+            rss,
+            share,
+            ns
         );
     }
 }
@@ -141,6 +169,7 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
         std::thread::sleep(Duration::from_secs(1)); // let it open its capture
     }
     let obs_pid = observer.as_ref().map(Child::id);
+    let probes0 = (mode == "egressor agent").then(probe_stats);
     let cpu0 = obs_pid.map(|p| proc_cpu_s(p, ticks));
     let client = in_ns(
         client_ns,
@@ -156,6 +185,7 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     stdout.read_to_string(&mut out).unwrap();
     let client_cpu = wait_rusage(client_pid);
     let cpu1 = obs_pid.map(|p| proc_cpu_s(p, ticks));
+    let probes1 = (mode == "egressor agent").then(probe_stats);
     let rss = obs_pid.map(vm_hwm_mib).unwrap_or(0.0);
     if let Some(c) = observer.as_mut() {
         assert!(c.try_wait().unwrap().is_none(), "{mode} exited during the run: its numbers would be void");
@@ -170,7 +200,13 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J output");
     let bytes = v["end"]["sum_received"]["bytes"].as_f64().expect("bytes received");
     let seconds = v["end"]["sum_received"]["seconds"].as_f64().unwrap();
+    let (probe_ns, probe_runs) = match (probes0, probes1) {
+        (Some(a), Some(b)) => ((b.0 - a.0) as f64, (b.1 - a.1) as f64),
+        _ => (0.0, 0.0),
+    };
     Run {
+        probe_share: probe_ns / 1e9 / (client_cpu + server_cpu),
+        probe_ns_per_run: if probe_runs > 0.0 { probe_ns / probe_runs } else { 0.0 },
         gbit_s: bytes * 8.0 / seconds / 1e9,
         cpu_s_per_gb: (client_cpu + server_cpu) / (bytes / 1e9),
         observer_cores: match (cpu0, cpu1) {
@@ -271,6 +307,21 @@ fn connect_at(rate: u64, dur: Duration) -> u64 {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// (run_time_ns, run_cnt) summed over the counting probes (egr_egress, egr_ingress) loaded now,
+/// from the kernel's own accounting (`kernel.bpf_stats_enabled`, switched on by `main`).
+fn probe_stats() -> (u64, u64) {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool --json output");
+    let mut sum = (0, 0);
+    for p in progs.as_array().expect("array of programs") {
+        if matches!(p["name"].as_str(), Some("egr_egress" | "egr_ingress")) {
+            sum.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            sum.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    sum
+}
+
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
@@ -278,7 +329,7 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
 fn preflight() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the agent benchmark loads eBPF programs: run it as root");
-    for tool in ["iperf3", "bandwhich", "nethogs", "ip"] {
+    for tool in ["iperf3", "bandwhich", "nethogs", "ip", "bpftool"] {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
         assert!(
             found.status.success(),

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages: clang/llvm/libbpf-dev build the probes, bpftool inspects them, iperf3 and tmux are
-/// used by tests and benchmarks, graphviz renders `egressor graph --output dot`.
+/// used by tests and benchmarks, nethogs is the agent benchmark's peer (bandwhich, the other, comes
+/// from crates.io: `cargo install bandwhich`), graphviz renders `egressor graph --output dot`.
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -24,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iptables",
     "iperf3",
+    "nethogs",
     "tmux",
     "graphviz",
     "curl",
