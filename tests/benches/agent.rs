@@ -38,18 +38,24 @@ fn main() {
     let ticks = clock_ticks();
     println!("{secs} s per run, {rounds} rounds, medians; CPU from rusage and /proc/PID/stat");
     println!("machine: {} CPUs, kernel {}", num_cpus(), kernel());
+    // EGRESSOR_BENCH_PEERS=0: only "none" and the agent (more rounds in the same time, for the
+    // per-byte comparison); EGRESSOR_BENCH_CHURN=0 skips the connection-rate part.
+    let peers = env_or("EGRESSOR_BENCH_PEERS", 1) != 0;
+    let modes: &[&str] = if peers { &MODES } else { &MODES[..2] };
     for link in ["loopback", "veth"] {
-        let mut results: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
+        let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
-            for (m, mode) in MODES.iter().enumerate() {
+            for (m, mode) in modes.iter().enumerate() {
                 let r = iperf_run(link, mode, secs, &ns, ticks);
                 eprintln!("  round {round} {link:8} {mode:15} {r:?}");
                 results[m].push(r);
             }
         }
-        print_table(link, &results);
+        print_table(link, modes, &results);
     }
-    churn(secs, rounds, ticks);
+    if env_or("EGRESSOR_BENCH_CHURN", 1) != 0 {
+        churn(secs, rounds, ticks);
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 }
 
@@ -72,7 +78,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn print_table(link: &str, results: &[Vec<Run>]) {
+fn print_table(link: &str, modes: &[&str], results: &[Vec<Run>]) {
     let base = median(results[0].iter().map(|r| r.cpu_s_per_gb).collect());
     println!("\niperf3 over {link}:");
     println!(
@@ -86,7 +92,7 @@ fn print_table(link: &str, results: &[Vec<Run>]) {
         "probes/CPU",
         "ns/run"
     );
-    for (mode, runs) in MODES.iter().zip(results) {
+    for (mode, runs) in modes.iter().zip(results) {
         let cpu = median(runs.iter().map(|r| r.cpu_s_per_gb).collect());
         let (cores, rss) = if *mode == "none" {
             ("-".to_string(), "-".to_string())
