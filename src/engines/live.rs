@@ -329,18 +329,19 @@ impl LiveModel {
         let secs = ((end.micros() - start.micros()) as f64 / 1e6).max(1e-3);
         // As the cost engine does: bytes a remote on a reporting node received are that node's own
         // bytes_out, so the receiving direction is counted only for remotes on other nodes.
-        let observed: HashSet<&str> = records.iter().map(|r| r.node.as_str()).collect();
-        let needs_in = |r: &FlowRecord| {
-            r.bytes_in > 0 && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n))
-        };
+        let observed: HashSet<&str, FxBuild> = records.iter().map(|r| r.node.as_str()).collect();
+        let needs_in: Vec<bool> = records
+            .iter()
+            .map(|r| r.bytes_in > 0 && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n)))
+            .collect();
         // 1. Learn what is new.
         let mut found: Vec<Option<usize>> = Vec::with_capacity(records.len());
         let mut unknown: Vec<FlowRecord> = Vec::new();
-        for r in records {
+        for (r, &needs_in) in records.iter().zip(&needs_in) {
             let p = self.find_pair(r);
             let known = p.is_some_and(|i| {
                 let pair = &self.pairs[i];
-                (r.bytes_out == 0 || pair.out.is_some()) && (!needs_in(r) || pair.inb.is_some())
+                (r.bytes_out == 0 || pair.out.is_some()) && (!needs_in || pair.inb.is_some())
             });
             if !known {
                 unknown.push(r.clone());
@@ -359,11 +360,11 @@ impl LiveModel {
         let mut per_edge: Vec<EdgeTick> = vec![EdgeTick::default(); self.edges.len()];
         let mut class_cost: BTreeMap<Class, Decimal> = BTreeMap::new();
         let (mut tick_bytes, mut tick_cost) = (0u64, Decimal::ZERO);
-        for (r, p) in records.iter().zip(&found) {
+        for ((r, p), &needs_in) in records.iter().zip(&found).zip(&needs_in) {
             let Some(i) = *p else {
                 anyhow::bail!("live view: the cost engine produced no transfer for a flow of {}", r.node)
             };
-            let inb = if needs_in(r) { r.bytes_in } else { 0 };
+            let inb = if needs_in { r.bytes_in } else { 0 };
             for (slot, bytes) in [(&self.pairs[i].out, r.bytes_out), (&self.pairs[i].inb, inb)] {
                 if bytes == 0 {
                     continue;
