@@ -738,7 +738,7 @@ impl ClientProc {
         self.child.id()
     }
 
-    fn send_line(&mut self, s: &str) {
+    pub(crate) fn send_line(&mut self, s: &str) {
         let stdin = self.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{s}").unwrap();
         stdin.flush().unwrap();
