@@ -302,12 +302,17 @@ fn hundred_thousand_concurrent_flows_fit_or_the_overflow_is_counted() {
         for s in d.sockets.iter().filter(|s| s.cgroup_id == env.cgroup_id()) {
             assert_eq!((s.bytes_out, s.packets_out), (PAYLOAD + 28, 1), "{s:?}");
         }
-        assert_eq!(d.drops, 0);
-        assert_eq!(reported as u64 + d.evicted, FLOWS as u64, "every flow reported or counted as evicted");
         if capacity as usize >= FLOWS {
-            assert_eq!(d.evicted, 0);
+            assert_eq!((reported, d.evicted, d.drops), (FLOWS, 0, 0), "all fit");
         } else {
-            assert!(d.evicted >= (FLOWS - capacity as usize) as u64);
+            // A full LRU map evicts to make room; under contention it can also fail an insert
+            // (counted in drops, with the metadata map's failures, which lose no bytes).
+            assert!(reported as u64 + d.evicted <= FLOWS as u64, "no flow counted twice");
+            assert!(
+                reported as u64 + d.evicted + d.drops >= FLOWS as u64,
+                "every flow reported or counted as evicted or as a failed insert"
+            );
+            assert!(d.evicted + d.drops >= (FLOWS - capacity as usize) as u64);
         }
         for mut c in children {
             c.send_line("exit");
