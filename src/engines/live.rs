@@ -145,32 +145,11 @@ fn hash_side(h: &mut impl Hasher, e: &Endpoint, node: Option<&str>) {
     e.region.hash(h);
 }
 
-fn hash_party(h: &mut impl Hasher, p: &Party) {
-    p.ip.map(|ip| ip.to_canonical()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)).hash(h);
-    p.process.hash(h);
-    p.pod.hash(h);
-    p.namespace.hash(h);
-    p.workload_kind.hash(h);
-    p.workload_name.hash(h);
-    p.service.hash(h);
-    p.node.as_deref().hash(h);
-    p.zone.hash(h);
-    p.region.hash(h);
-}
-
 fn pair_hash_of_record(r: &FlowRecord) -> u64 {
     let mut h = FxHasher::default();
     r.node.hash(&mut h);
     hash_side(&mut h, &r.local, Some(&r.node));
     hash_side(&mut h, &r.remote, r.remote.node.as_deref());
-    h.finish()
-}
-
-fn pair_hash(node: &str, local: &Party, remote: &Party) -> u64 {
-    let mut h = FxHasher::default();
-    node.hash(&mut h);
-    hash_party(&mut h, local);
-    hash_party(&mut h, remote);
     h.finish()
 }
 
@@ -259,6 +238,7 @@ impl LiveModel {
     fn learn(
         &mut self,
         records: &[FlowRecord],
+        observed: &HashSet<&str, FxBuild>,
         start: Timestamp,
         end: Timestamp,
         book: &PriceBook,
@@ -275,10 +255,44 @@ impl LiveModel {
             free_allowances: false,
         })?;
         self.currency = report.currency.clone();
+        // The pairs of these records, found or created from the records themselves (so they are
+        // indexed by the same hash the hot path computes), keyed as the engine's transfers name them.
+        let mut by_parties: HashMap<(String, Party, Party), usize> = HashMap::new();
+        for r in records {
+            let i = match self.find_pair(r) {
+                Some(i) => i,
+                None => {
+                    let mut local = Party::from_endpoint(&r.local);
+                    local.node = Some(r.node.clone());
+                    self.pairs.push(Pair {
+                        node: r.node.clone(),
+                        local,
+                        remote: Party::from_endpoint(&r.remote),
+                        out: None,
+                        inb: None,
+                    });
+                    self.pair_index.entry(pair_hash_of_record(r)).or_default().push(self.pairs.len() - 1);
+                    self.pairs.len() - 1
+                }
+            };
+            let p = &self.pairs[i];
+            by_parties.insert((p.node.clone(), p.local.clone(), p.remote.clone()), i);
+        }
         for (t, costs) in report.transfers.iter().zip(&report.transfer_costs) {
-            if t.bytes == 0 {
+            // The engine saw only these records; the tick sees more nodes. A receiving direction
+            // whose remote node reports in this tick is not counted (its sender's bytes_out are):
+            // learning it now would only add an edge that never carries bytes.
+            let remote_observed = t.remote().node.as_deref().is_some_and(|n| observed.contains(n));
+            if t.bytes == 0 || (t.direction == Direction::In && remote_observed) {
                 continue;
             }
+            let key = (t.node.clone(), t.local().clone(), t.remote().clone());
+            let Some(&i) = by_parties.get(&key) else {
+                anyhow::bail!(
+                    "live view: the cost engine returned a transfer of {} that none of the tick's flows has",
+                    t.node
+                )
+            };
             let (src, dst, _) = graph::transfer_edge(t, self.level);
             let edge = self.edge_index(src, dst);
             let cost: Decimal = costs.values().copied().sum();
@@ -287,27 +301,6 @@ impl LiveModel {
                 class: t.classified.class,
                 unit_cost: cost / Decimal::from(t.bytes),
                 detail: graph::transfer_detail(t),
-            };
-            let h = pair_hash(&t.node, t.local(), t.remote());
-            let existing = self.pair_index.get(&h).and_then(|v| {
-                v.iter().copied().find(|&i| {
-                    let p = &self.pairs[i];
-                    p.node == t.node && &p.local == t.local() && &p.remote == t.remote()
-                })
-            });
-            let i = match existing {
-                Some(i) => i,
-                None => {
-                    self.pairs.push(Pair {
-                        node: t.node.clone(),
-                        local: t.local().clone(),
-                        remote: t.remote().clone(),
-                        out: None,
-                        inb: None,
-                    });
-                    self.pair_index.entry(h).or_default().push(self.pairs.len() - 1);
-                    self.pairs.len() - 1
-                }
             };
             match t.direction {
                 Direction::Out => self.pairs[i].out = Some(slot),
@@ -334,10 +327,15 @@ impl LiveModel {
             .iter()
             .map(|r| r.bytes_in > 0 && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n)))
             .collect();
-        // 1. Learn what is new.
+        // 1. Learn what is new. A record with nothing to count this tick (no bytes out, and its
+        //    bytes in are the remote node's own bytes out) produces no transfer: skip it.
         let mut found: Vec<Option<usize>> = Vec::with_capacity(records.len());
         let mut unknown: Vec<FlowRecord> = Vec::new();
         for (r, &needs_in) in records.iter().zip(&needs_in) {
+            if r.bytes_out == 0 && !needs_in {
+                found.push(None);
+                continue;
+            }
             let p = self.find_pair(r);
             let known = p.is_some_and(|i| {
                 let pair = &self.pairs[i];
@@ -349,9 +347,9 @@ impl LiveModel {
             found.push(p);
         }
         if !unknown.is_empty() {
-            self.learn(&unknown, start, end, book, topology)?;
-            for (f, r) in found.iter_mut().zip(records) {
-                if f.is_none() {
+            self.learn(&unknown, &observed, start, end, book, topology)?;
+            for ((f, r), &needs_in) in found.iter_mut().zip(records).zip(&needs_in) {
+                if f.is_none() && (r.bytes_out > 0 || needs_in) {
                     *f = self.find_pair(r);
                 }
             }
@@ -361,8 +359,11 @@ impl LiveModel {
         let mut class_cost: BTreeMap<Class, Decimal> = BTreeMap::new();
         let (mut tick_bytes, mut tick_cost) = (0u64, Decimal::ZERO);
         for ((r, p), &needs_in) in records.iter().zip(&found).zip(&needs_in) {
+            if r.bytes_out == 0 && !needs_in {
+                continue;
+            }
             let Some(i) = *p else {
-                anyhow::bail!("live view: the cost engine produced no transfer for a flow of {}", r.node)
+                anyhow::bail!("live view: a flow of {} was learned but its pair is missing", r.node)
             };
             let inb = if needs_in { r.bytes_in } else { 0 };
             for (slot, bytes) in [(&self.pairs[i].out, r.bytes_out), (&self.pairs[i].inb, inb)] {
@@ -493,8 +494,11 @@ mod tests {
             rec(fe.clone(), ep("10.0.1.11", "frontend", "node-a", "us-east-1a"), 42 * k, 0),
         ];
         if k == 3 {
-            v.push(rec(db, ep("10.0.1.10", "frontend", "node-a", "us-east-1a"), 77_777, 0));
+            v.push(rec(db.clone(), ep("10.0.1.10", "frontend", "node-a", "us-east-1a"), 77_777, 0));
         }
+        // Nothing to count: an idle socket, and bytes in that the (observed) sender already reports.
+        v.push(rec(db, ep("198.51.100.9", "", "", ""), 0, 0));
+        v.push(rec(fe, co, 0, 5_000));
         v
     }
 
@@ -549,7 +553,16 @@ mod tests {
             assert!(diff <= Decimal::new(1, 9), "tick {k}: live {} vs engine {expect_total}", m.total_cost);
         }
         assert!(expect_total > Decimal::ZERO);
-        assert_eq!(m.edges.len(), expect.len());
+        let names = |v: Vec<(&String, &String)>| {
+            v.into_iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            m.edges.len(),
+            expect.len(),
+            "live {:?}\nengine {:?}",
+            names(m.edges.iter().map(|e| (&e.src, &e.dst)).collect()),
+            names(expect.keys().map(|(a, b)| (a, b)).collect())
+        );
         for le in &m.edges {
             let x = &expect[&(le.src.clone(), le.dst.clone())];
             assert_eq!(le.total_bytes, x.0);
