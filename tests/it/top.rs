@@ -161,41 +161,69 @@ fn resizes_down_to_small_terminals_without_panicking() {
     }
 }
 
+/// A detached tmux session running `cmd`, killed on drop: the real-terminal tests' screen.
+struct TmuxSession(String);
+
+impl TmuxSession {
+    fn start(name: &str, width: u16, height: u16, cmd: &str) -> TmuxSession {
+        let found = std::process::Command::new("sh").args(["-c", "command -v tmux"]).output().unwrap();
+        assert!(found.status.success(), "tmux is required (cargo xtask deps installs it)");
+        let session = format!("egressor-{name}-{}", std::process::id());
+        let (w, h) = (width.to_string(), height.to_string());
+        let st = Self::tmux(&["new-session", "-d", "-s", &session, "-x", &w, "-y", &h, cmd]);
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        TmuxSession(session)
+    }
+
+    fn tmux(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux").args(args).output().expect("tmux")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&Self::tmux(&["capture-pane", "-p", "-t", &self.0]).stdout).to_string()
+    }
+
+    fn send(&self, key: &str) {
+        Self::tmux(&["send-keys", "-t", &self.0, key]);
+    }
+
+    fn alive(&self) -> bool {
+        Self::tmux(&["has-session", "-t", &self.0]).status.success()
+    }
+
+    /// The screen once `egressor top` has drawn its first frame (or after 10 s).
+    fn first_frame(&self) -> String {
+        let mut screen = String::new();
+        for _ in 0..100 {
+            screen = self.screen();
+            if screen.contains("egressor top") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        screen
+    }
+}
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Self::tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
 /// A real terminal: `egressor top` under tmux on live loopback traffic of a known size.
 #[test]
 fn live_top_under_tmux_shows_the_traffic_with_its_process() {
     crate::capture::require_root();
-    for tool in ["tmux", "python3"] {
-        let found =
-            std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
-        assert!(found.status.success(), "{tool} is required (cargo xtask deps installs it)");
-    }
+    let found = std::process::Command::new("sh").args(["-c", "command -v python3"]).output().unwrap();
+    assert!(found.status.success(), "python3 is required");
     let t = crate::TestContext::new();
-    let session = format!("egressor-top-{}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_egressor");
     let ws = t.workspace();
     let cmd = format!("EGRESSOR_WORKSPACE={} {bin} top --interval 500ms --level process", ws.display());
-    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux");
-    let st = tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &cmd]);
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-        }
-    }
-    let _guard = Kill(session.clone());
-    let capture =
-        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).to_string();
+    let term = TmuxSession::start("top", 120, 30, &cmd);
     // Wait for the first frame (probes loaded).
-    let mut screen = String::new();
-    for _ in 0..100 {
-        screen = capture();
-        if screen.contains("egressor top") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let screen = term.first_frame();
     assert!(screen.contains("local capture on"), "{screen}");
     // A sender of exactly 100 MiB whose receiver reads everything before closing (iperf3 -n resets
     // the connection with data still unsent, so its payload count is not what crosses the wire).
@@ -221,11 +249,11 @@ fn live_top_under_tmux_shows_the_traffic_with_its_process() {
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), (100u64 << 20).to_string());
     std::thread::sleep(std::time::Duration::from_millis(1500));
     for c in ["/", "p", "y", "t", "h", "o", "n"] {
-        tmux(&["send-keys", "-t", &session, c]);
+        term.send(c);
     }
-    tmux(&["send-keys", "-t", &session, "Enter"]);
+    term.send("Enter");
     std::thread::sleep(std::time::Duration::from_millis(800));
-    let screen = capture();
+    let screen = term.screen();
     assert!(screen.contains("matching \"python\""), "{screen}");
     // The sender's edge: python3 -> 127.0.0.1, at least the 100 MiB sent and at most 5% more (IP and
     // TCP headers: loopback segments are up to 64 KiB, so headers are well under 1%).
@@ -244,10 +272,10 @@ fn live_top_under_tmux_shows_the_traffic_with_its_process() {
         (100.0..=105.0).contains(&mib),
         "expected 100-105 MiB for the python3 edge, got {mib}:\n{screen}"
     );
-    tmux(&["send-keys", "-t", &session, "q"]);
+    term.send("q");
     let mut gone = false;
     for _ in 0..50 {
-        if !tmux(&["has-session", "-t", &session]).status.success() {
+        if !term.alive() {
             gone = true;
             break;
         }
@@ -260,37 +288,16 @@ fn live_top_under_tmux_shows_the_traffic_with_its_process() {
 /// terminal usable: the alternate screen is gone and the line discipline is back in canonical mode.
 #[test]
 fn sigterm_ends_top_and_restores_the_terminal() {
-    let found = std::process::Command::new("sh").args(["-c", "command -v tmux"]).output().unwrap();
-    assert!(found.status.success(), "tmux is required (cargo xtask deps installs it)");
     let t = crate::TestContext::new();
     t.ok(&["demo", "--days", "1"]);
-    let session = format!("egressor-sigterm-{}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_egressor");
     let ws = t.workspace();
     let cmd = format!(
         "{bin} --workspace {} top --replay --speed 60; echo \"EXIT=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 60",
         ws.display()
     );
-    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux");
-    let st = tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-        }
-    }
-    let _guard = Kill(session.clone());
-    let capture =
-        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).to_string();
-    let mut screen = String::new();
-    for _ in 0..100 {
-        screen = capture();
-        if screen.contains("egressor top") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let term = TmuxSession::start("sigterm", 100, 30, &cmd);
+    let mut screen = term.first_frame();
     assert!(screen.contains("egressor top"), "no first frame:\n{screen}");
     let pid = std::process::Command::new("pgrep")
         .args(["-f", &format!("{} top --replay", ws.display())])
@@ -307,7 +314,7 @@ fn sigterm_ends_top_and_restores_the_terminal() {
     let sent = std::time::Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     loop {
-        screen = capture();
+        screen = term.screen();
         if screen.contains("EXIT=") && screen.contains("icanon") {
             break;
         }
