@@ -141,19 +141,7 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     let tmp = tempfile::tempdir().unwrap();
     let mut observer: Option<Child> = match mode {
         "none" => None,
-        "egressor agent" => {
-            let listen = format!("127.0.0.1:{}", port + 1000);
-            let c = Command::new(env!("CARGO_BIN_EXE_egressor"))
-                .args(["agent", "--listen", &listen, "--interval", "10s", "--node", "bench"])
-                .arg("--spool")
-                .arg(tmp.path().join("spool"))
-                .env("EGRESSOR_WORKSPACE", tmp.path().join("ws.duckdb"))
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("egressor agent");
-            wait_listening(&listen);
-            Some(c)
-        }
+        "egressor agent" => Some(start_agent(tmp.path(), port + 1000)),
         // The peers capture on the interface the traffic crosses, in its namespace.
         "bandwhich" => Some(
             in_ns(client_ns, "bandwhich", &["--interface", dev, "--raw"])
@@ -233,16 +221,7 @@ fn churn(secs: u64, rounds: usize, ticks: f64) {
     let mut rsss = Vec::new();
     for round in 0..rounds {
         let tmp = tempfile::tempdir().unwrap();
-        let listen = format!("127.0.0.1:{}", 7300 + (std::process::id() % 1000) as u16);
-        let mut agent = Command::new(env!("CARGO_BIN_EXE_egressor"))
-            .args(["agent", "--listen", &listen, "--interval", "10s", "--node", "bench"])
-            .arg("--spool")
-            .arg(tmp.path().join("spool"))
-            .env("EGRESSOR_WORKSPACE", tmp.path().join("ws.duckdb"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("egressor agent");
-        wait_listening(&listen);
+        let mut agent = start_agent(tmp.path(), 7300 + (std::process::id() % 1000) as u16);
         let cpu0 = proc_cpu_s(agent.id(), ticks);
         let t0 = Instant::now();
         let made = connect_at(10_000, Duration::from_secs(secs));
@@ -357,6 +336,22 @@ fn in_ns(ns: Option<&str>, prog: &str, args: &[&str]) -> Command {
             c
         }
     }
+}
+
+/// `egressor agent` with its defaults (root cgroup, 10 s windows), spool and workspace in `dir`,
+/// once it listens on `port`.
+fn start_agent(dir: &std::path::Path, port: u16) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let c = Command::new(env!("CARGO_BIN_EXE_egressor"))
+        .args(["agent", "--listen", &listen, "--interval", "10s", "--node", "bench"])
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .env("EGRESSOR_WORKSPACE", dir.join("ws.duckdb"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("egressor agent");
+    wait_listening(&listen);
+    c
 }
 
 fn wait_listening(addr: &str) {
