@@ -31,6 +31,8 @@ const ARROW_ROWS: usize = 64 * 1024;
 /// hour and dimensions are fine: every reader sums, and `prune` compacts them).
 const ROLLUP_FLUSH_GROUPS: usize = 256 * 1024;
 
+/// An Arrow column builder for one [`ColType`]: the flows chunk and the rollup rows both fill theirs
+/// with [`Val`]s through it.
 enum Builder {
     Ts(TimestampMicrosecondBuilder),
     Text(StringBuilder),
@@ -38,6 +40,49 @@ enum Builder {
     U16(UInt16Builder),
     U32(UInt32Builder),
     U64(UInt64Builder),
+}
+
+impl Builder {
+    fn new(ty: ColType, rows: usize) -> Builder {
+        match ty {
+            ColType::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::with_capacity(rows)),
+            ColType::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 8)),
+            ColType::U8 => Builder::U8(UInt8Builder::with_capacity(rows)),
+            ColType::U16 => Builder::U16(UInt16Builder::with_capacity(rows)),
+            ColType::U32 => Builder::U32(UInt32Builder::with_capacity(rows)),
+            ColType::U64 => Builder::U64(UInt64Builder::with_capacity(rows)),
+        }
+    }
+
+    /// Appends `v`; `ip_buf` is scratch space for addresses, stored as text. `column` names the
+    /// column in the panic that a schema/accessor mismatch (a programming error) raises.
+    fn append(&mut self, v: Val<'_>, ip_buf: &mut String, column: &str) {
+        match (v, self) {
+            (Val::Ts(v), Builder::Ts(b)) => b.append_value(v),
+            (Val::Text(v), Builder::Text(b)) => b.append_option(v),
+            (Val::Ip(ip), Builder::Text(b)) => {
+                ip_buf.clear();
+                let _ = write!(ip_buf, "{ip}");
+                b.append_value(&*ip_buf);
+            }
+            (Val::U8(v), Builder::U8(b)) => b.append_value(v),
+            (Val::U16(v), Builder::U16(b)) => b.append_value(v),
+            (Val::U32(v), Builder::U32(b)) => b.append_option(v),
+            (Val::U64(v), Builder::U64(b)) => b.append_value(v),
+            _ => unreachable!("column {column}: value and column type disagree"),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Ts(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::U8(b) => Arc::new(b.finish()),
+            Builder::U16(b) => Arc::new(b.finish()),
+            Builder::U32(b) => Arc::new(b.finish()),
+            Builder::U64(b) => Arc::new(b.finish()),
+        }
+    }
 }
 
 /// Column builders for the flows schema, reused across chunks.
@@ -53,17 +98,7 @@ impl ArrowChunk {
         let cols = schema::flow_columns();
         let fields: Vec<Field> =
             cols.iter().map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable)).collect();
-        let builders = cols
-            .iter()
-            .map(|c| match c.ty {
-                ColType::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::with_capacity(ARROW_ROWS)),
-                ColType::Text => Builder::Text(StringBuilder::with_capacity(ARROW_ROWS, ARROW_ROWS * 8)),
-                ColType::U8 => Builder::U8(UInt8Builder::with_capacity(ARROW_ROWS)),
-                ColType::U16 => Builder::U16(UInt16Builder::with_capacity(ARROW_ROWS)),
-                ColType::U32 => Builder::U32(UInt32Builder::with_capacity(ARROW_ROWS)),
-                ColType::U64 => Builder::U64(UInt64Builder::with_capacity(ARROW_ROWS)),
-            })
-            .collect();
+        let builders = cols.iter().map(|c| Builder::new(c.ty, ARROW_ROWS)).collect();
         ArrowChunk {
             builders,
             rows: 0,
@@ -74,39 +109,13 @@ impl ArrowChunk {
 
     fn push(&mut self, r: &FlowRecord) {
         for (col, b) in schema::flow_columns().iter().zip(self.builders.iter_mut()) {
-            match ((col.get)(r), b) {
-                (Val::Ts(v), Builder::Ts(b)) => b.append_value(v),
-                (Val::Text(v), Builder::Text(b)) => b.append_option(v),
-                (Val::Ip(ip), Builder::Text(b)) => {
-                    self.ip_buf.clear();
-                    let _ = write!(self.ip_buf, "{ip}");
-                    b.append_value(&self.ip_buf);
-                }
-                (Val::U8(v), Builder::U8(b)) => b.append_value(v),
-                (Val::U16(v), Builder::U16(b)) => b.append_value(v),
-                (Val::U32(v), Builder::U32(b)) => b.append_option(v),
-                (Val::U64(v), Builder::U64(b)) => b.append_value(v),
-                _ => unreachable!("column {} accessor and type disagree", col.name),
-            }
+            b.append((col.get)(r), &mut self.ip_buf, col.name);
         }
         self.rows += 1;
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
-        let arrays: Vec<ArrayRef> = self
-            .builders
-            .iter_mut()
-            .map(|b| -> ArrayRef {
-                match b {
-                    Builder::Ts(b) => Arc::new(b.finish()),
-                    Builder::Text(b) => Arc::new(b.finish()),
-                    Builder::U8(b) => Arc::new(b.finish()),
-                    Builder::U16(b) => Arc::new(b.finish()),
-                    Builder::U32(b) => Arc::new(b.finish()),
-                    Builder::U64(b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         self.rows = 0;
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }
@@ -121,6 +130,20 @@ enum Dim {
     U32(Option<u32>),
     U64(u64),
     Ts(i64),
+}
+
+impl Dim {
+    fn as_val(&self) -> Val<'_> {
+        match self {
+            Dim::Text(t) => Val::Text(t.as_deref()),
+            Dim::Ip(ip) => Val::Ip(*ip),
+            Dim::U8(v) => Val::U8(*v),
+            Dim::U16(v) => Val::U16(*v),
+            Dim::U32(v) => Val::U32(*v),
+            Dim::U64(v) => Val::U64(*v),
+            Dim::Ts(v) => Val::Ts(*v),
+        }
+    }
 }
 
 struct RollupRow {
@@ -248,95 +271,31 @@ impl Rollup {
         }
         let rows = std::mem::take(&mut self.rows);
         self.groups.clear();
-        let mut fields = vec![Field::new("hour", DataType::Timestamp(TimeUnit::Microsecond, None), false)];
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        let mut hour = TimestampMicrosecondBuilder::with_capacity(rows.len());
-        for r in &rows {
-            hour.append_value(r.hour);
-        }
-        arrays.push(Arc::new(hour.finish()));
+        let n = rows.len();
         let mut ip_buf = String::new();
+        let mut column = |name: &str, ty: ColType, nullable: bool, val: &dyn Fn(&RollupRow) -> Val<'_>| {
+            let mut b = Builder::new(ty, n);
+            for r in &rows {
+                b.append(val(r), &mut ip_buf, name);
+            }
+            (Field::new(name, arrow_type(ty), nullable), b.finish())
+        };
+        // flows_hourly's column order: hour, dimensions, service_port, measures, flow_records.
+        let mut cols = vec![column("hour", ColType::Timestamp, false, &|r| Val::Ts(r.hour))];
         for (d, c) in self.dims.iter().enumerate() {
-            fields.push(Field::new(c.name, arrow_type(c.ty), true));
-            let array: ArrayRef = match c.ty {
-                ColType::Text => {
-                    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-                    for r in &rows {
-                        match &r.dims[d] {
-                            Dim::Text(t) => b.append_option(t.as_deref()),
-                            Dim::Ip(ip) => {
-                                ip_buf.clear();
-                                let _ = write!(ip_buf, "{ip}");
-                                b.append_value(&ip_buf);
-                            }
-                            _ => unreachable!("text column {}", c.name),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                ColType::U8 => {
-                    let mut b = UInt8Builder::with_capacity(rows.len());
-                    for r in &rows {
-                        let Dim::U8(v) = r.dims[d] else { unreachable!("u8 column {}", c.name) };
-                        b.append_value(v);
-                    }
-                    Arc::new(b.finish())
-                }
-                ColType::U16 => {
-                    let mut b = UInt16Builder::with_capacity(rows.len());
-                    for r in &rows {
-                        let Dim::U16(v) = r.dims[d] else { unreachable!("u16 column {}", c.name) };
-                        b.append_value(v);
-                    }
-                    Arc::new(b.finish())
-                }
-                ColType::U32 => {
-                    let mut b = UInt32Builder::with_capacity(rows.len());
-                    for r in &rows {
-                        let Dim::U32(v) = r.dims[d] else { unreachable!("u32 column {}", c.name) };
-                        b.append_option(v);
-                    }
-                    Arc::new(b.finish())
-                }
-                ColType::U64 => {
-                    let mut b = UInt64Builder::with_capacity(rows.len());
-                    for r in &rows {
-                        let Dim::U64(v) = r.dims[d] else { unreachable!("u64 column {}", c.name) };
-                        b.append_value(v);
-                    }
-                    Arc::new(b.finish())
-                }
-                ColType::Timestamp => {
-                    let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
-                    for r in &rows {
-                        let Dim::Ts(v) = r.dims[d] else { unreachable!("timestamp column {}", c.name) };
-                        b.append_value(v);
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            arrays.push(array);
+            cols.push(column(c.name, c.ty, true, &|r| r.dims[d].as_val()));
         }
-        fields.push(Field::new("service_port", DataType::UInt16, true));
-        let mut sp = UInt16Builder::with_capacity(rows.len());
+        // The one nullable port: [`Val::U16`] has no NULL.
+        let mut sp = UInt16Builder::with_capacity(n);
         for r in &rows {
             sp.append_option(r.service_port);
         }
-        arrays.push(Arc::new(sp.finish()));
+        cols.push((Field::new("service_port", DataType::UInt16, true), Arc::new(sp.finish())));
         for (m, name) in schema::ROLLUP_MEASURES.iter().enumerate() {
-            fields.push(Field::new(*name, DataType::UInt64, false));
-            let mut b = UInt64Builder::with_capacity(rows.len());
-            for r in &rows {
-                b.append_value(r.sums[m]);
-            }
-            arrays.push(Arc::new(b.finish()));
+            cols.push(column(name, ColType::U64, false, &|r| Val::U64(r.sums[m])));
         }
-        fields.push(Field::new("flow_records", DataType::UInt64, false));
-        let mut n = UInt64Builder::with_capacity(rows.len());
-        for r in &rows {
-            n.append_value(r.flow_records);
-        }
-        arrays.push(Arc::new(n.finish()));
+        cols.push(column("flow_records", ColType::U64, false, &|r| Val::U64(r.flow_records)));
+        let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = cols.into_iter().unzip();
         Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?))
     }
 }
