@@ -17,6 +17,7 @@ use super::cost::{CostInput, GroupBy, Period, compute};
 use super::graph::{self, Level};
 use super::pricing::PriceBook;
 use super::topology::Topology;
+use crate::model::fxhash::{FxBuild, FxHasher};
 use crate::model::{Endpoint, FlowRecord, Party, Timestamp, traffic_rows};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -87,48 +88,6 @@ pub struct LiveModel {
     #[serde(skip)]
     pair_index: HashMap<u64, Vec<usize>, FxBuild>,
 }
-
-/// FxHash (rustc's hasher): a multiply-rotate per word. The pair lookup verifies every candidate
-/// field by field, so a weak hash can only cost a comparison, never a wrong match; SipHash made the
-/// lookup of 10,000 records a sizeable part of a tick.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 /// Hashes what [`Party::from_endpoint`] keeps of an endpoint (the local party's node is the
 /// record's node), without building the party.

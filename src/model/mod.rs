@@ -5,6 +5,7 @@
 //! (workspace, engines, views) consumes them. The JSON shape of a record is the wire and file format
 //! (`docs/data-model.md`); changing it means bumping [`FLOW_SCHEMA_VERSION`] and writing a migration.
 
+pub mod fxhash;
 mod time;
 mod traffic;
 
@@ -15,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 
-/// Version of the flow record schema (JSON fields and workspace columns).
-pub const FLOW_SCHEMA_VERSION: u32 = 1;
+/// Version of the flow record schema (JSON fields and workspace storage); the workspace's schema
+/// version after all migrations. 2: flows stored as integers with node and endpoint dictionaries.
+pub const FLOW_SCHEMA_VERSION: u32 = 2;
 
 /// Transport protocol of a flow. Anything that is neither TCP nor UDP is `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,17 +1,24 @@
-//! Batch ingest: records -> Arrow columns -> `flows`, and the same records folded into their hourly
-//! rollup rows in memory -> `flows_hourly`, all inside one DuckDB transaction per session.
+//! Batch ingest: records -> dictionary ids + Arrow columns of integers -> `flow_rows`, and the same
+//! records folded into their hourly rollup rows in memory -> `flows_hourly`, all inside one DuckDB
+//! transaction per session.
 //!
-//! Why the rollup is computed here and not in SQL: a staging table aggregated and then copied into
-//! `flows` made DuckDB write, scan twice and re-append every string of every record (~400 bytes of
-//! cgroup paths, container ids and names per agent record), which cost more than the rest of ingest
-//! put together. The rollup is computed from exactly the records appended, in the same session, and
-//! `rollups_match_raw_*` tests keep the two equal. Chunks are appended every [`ARROW_ROWS`] records and
-//! rollup rows every [`ROLLUP_FLUSH_GROUPS`] groups, so a large import holds little in memory; all of
-//! it stays inside the one transaction, so an error or a crash at any point leaves nothing behind.
+//! Each record's node and endpoints are resolved to ids in the workspace's in-memory dictionaries
+//! (`super::dictionary`), so `flow_rows` gets integers only; DuckDB appends those several times
+//! faster than rows of strings (ADR 0005). New dictionary entries are written in the same transaction.
+//!
+//! Why the rollup is computed here and not in SQL: aggregating a staging table and copying it made
+//! DuckDB write and scan every record twice. The rollup is computed from exactly the records
+//! appended, keyed by integers (hour, node, party ids, ...), and `rollup_rows_equal_the_sql_aggregate_*`
+//! keeps it equal to the SQL aggregate of the raw rows. Chunks are appended every [`ARROW_ROWS`]
+//! records and rollup rows every [`ROLLUP_FLUSH_GROUPS`] groups, so a large import holds little in
+//! memory; all of it stays inside the one transaction, so an error or a crash at any point leaves
+//! nothing behind.
 
 use super::Workspace;
-use super::schema::{self, ColType, Val};
-use crate::model::{FlowRecord, Source, Timestamp};
+use super::dictionary::Dictionaries;
+use super::schema::{self, ColType, RowIds, Val};
+use crate::model::fxhash::FxBuild;
+use crate::model::{FlowRecord, Initiator, Source, Timestamp};
 use anyhow::{Context, Result, anyhow, bail};
 use duckdb::arrow::array::{
     ArrayRef, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
@@ -31,8 +38,8 @@ const ARROW_ROWS: usize = 64 * 1024;
 /// hour and dimensions are fine: every reader sums, and `prune` compacts them).
 const ROLLUP_FLUSH_GROUPS: usize = 256 * 1024;
 
-/// An Arrow column builder for one [`ColType`]: the flows chunk and the rollup rows both fill theirs
-/// with [`Val`]s through it.
+/// An Arrow column builder for one [`ColType`]: flow rows, rollup rows and dictionary rows all fill
+/// theirs with [`Val`]s through it.
 enum Builder {
     Ts(TimestampMicrosecondBuilder),
     Text(StringBuilder),
@@ -66,7 +73,7 @@ impl Builder {
                 b.append_value(&*ip_buf);
             }
             (Val::U8(v), Builder::U8(b)) => b.append_value(v),
-            (Val::U16(v), Builder::U16(b)) => b.append_value(v),
+            (Val::U16(v), Builder::U16(b)) => b.append_option(v),
             (Val::U32(v), Builder::U32(b)) => b.append_option(v),
             (Val::U64(v), Builder::U64(b)) => b.append_value(v),
             _ => unreachable!("column {column}: value and column type disagree"),
@@ -85,31 +92,53 @@ impl Builder {
     }
 }
 
-/// Column builders for the flows schema, reused across chunks.
-struct ArrowChunk {
+/// Builds one Arrow batch column by column: `column(name, type, nullable, value of row i)`.
+struct BatchBuilder<'a, T> {
+    rows: &'a [T],
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+    ip_buf: String,
+}
+
+impl<'a, T> BatchBuilder<'a, T> {
+    fn new(rows: &'a [T]) -> Self {
+        BatchBuilder { rows, fields: Vec::new(), arrays: Vec::new(), ip_buf: String::new() }
+    }
+
+    fn column(&mut self, name: &str, ty: ColType, nullable: bool, val: impl Fn(&'a T) -> Val<'a>) {
+        let mut b = Builder::new(ty, self.rows.len());
+        for r in self.rows {
+            b.append(val(r), &mut self.ip_buf, name);
+        }
+        self.fields.push(Field::new(name, arrow_type(ty), nullable));
+        self.arrays.push(b.finish());
+    }
+
+    fn finish(self) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)?)
+    }
+}
+
+/// Column builders for `flow_rows`, reused across chunks.
+struct RowChunk {
     builders: Vec<Builder>,
     rows: usize,
     ip_buf: String,
     schema: Arc<Schema>,
 }
 
-impl ArrowChunk {
+impl RowChunk {
     fn new() -> Self {
-        let cols = schema::flow_columns();
+        let cols = schema::flow_row_columns();
         let fields: Vec<Field> =
             cols.iter().map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable)).collect();
         let builders = cols.iter().map(|c| Builder::new(c.ty, ARROW_ROWS)).collect();
-        ArrowChunk {
-            builders,
-            rows: 0,
-            ip_buf: String::with_capacity(48),
-            schema: Arc::new(Schema::new(fields)),
-        }
+        RowChunk { builders, rows: 0, ip_buf: String::new(), schema: Arc::new(Schema::new(fields)) }
     }
 
-    fn push(&mut self, r: &FlowRecord) {
-        for (col, b) in schema::flow_columns().iter().zip(self.builders.iter_mut()) {
-            b.append((col.get)(r), &mut self.ip_buf, col.name);
+    fn push(&mut self, r: &FlowRecord, ids: &RowIds) {
+        for (col, b) in schema::flow_row_columns().iter().zip(self.builders.iter_mut()) {
+            b.append((col.get)(r, ids), &mut self.ip_buf, col.name);
         }
         self.rows += 1;
     }
@@ -121,134 +150,103 @@ impl ArrowChunk {
     }
 }
 
-/// One dimension value of a rollup row, owned.
-enum Dim {
-    Text(Option<String>),
-    Ip(std::net::IpAddr),
-    U8(u8),
-    U16(u16),
-    U32(Option<u32>),
-    U64(u64),
-    Ts(i64),
-}
-
-impl Dim {
-    fn as_val(&self) -> Val<'_> {
-        match self {
-            Dim::Text(t) => Val::Text(t.as_deref()),
-            Dim::Ip(ip) => Val::Ip(*ip),
-            Dim::U8(v) => Val::U8(*v),
-            Dim::U16(v) => Val::U16(*v),
-            Dim::U32(v) => Val::U32(*v),
-            Dim::U64(v) => Val::U64(*v),
-            Dim::Ts(v) => Val::Ts(*v),
-        }
-    }
+/// One rollup group: the hour and every grouped value, as integers (party ids stand for the
+/// endpoint fields the rollup keeps).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct RollupKey {
+    hour: i64,
+    node: u32,
+    local_party: u32,
+    remote_party: u32,
+    service_port: Option<u16>,
+    proto: crate::model::Proto,
+    ip_version: u8,
+    source: Source,
 }
 
 struct RollupRow {
-    hour: i64,
-    dims: Vec<Dim>,
-    service_port: Option<u16>,
+    key: RollupKey,
     /// In [`schema::ROLLUP_MEASURES`] order.
     sums: [u64; 6],
     flow_records: u64,
 }
 
+/// Where a [`schema::ROLLUP_DIMENSIONS`] column's value comes from.
+#[derive(Clone, Copy)]
+enum DimSource {
+    Node,
+    Proto,
+    IpVersion,
+    Source,
+    Ip { local: bool },
+    Text { local: bool, field: usize },
+}
+
 /// The hourly rollup of the records a session appends: `date_trunc('hour', window_start)`, the
 /// [`schema::ROLLUP_DIMENSIONS`], the service port, and the sums of the measures.
 struct Rollup {
-    dims: Vec<&'static schema::Column>,
-    groups: HashMap<Vec<u8>, usize>,
+    dims: Vec<(&'static str, ColType, DimSource)>,
+    groups: HashMap<RollupKey, usize, FxBuild>,
     rows: Vec<RollupRow>,
-    key: Vec<u8>,
 }
 
 impl Rollup {
     fn new() -> Self {
         let dims = schema::ROLLUP_DIMENSIONS
             .iter()
-            .map(|d| {
-                schema::flow_columns()
+            .map(|&d| {
+                let ty = schema::flow_columns()
                     .iter()
-                    .find(|c| c.name == *d)
+                    .find(|c| c.name == d)
                     .expect("rollup dimension is a flow column")
+                    .ty;
+                let src = match d {
+                    "node" => DimSource::Node,
+                    "proto" => DimSource::Proto,
+                    "ip_version" => DimSource::IpVersion,
+                    "source" => DimSource::Source,
+                    _ => {
+                        let (local, field) = match d.strip_prefix("local_") {
+                            Some(f) => (true, f),
+                            None => (false, d.strip_prefix("remote_").expect("an endpoint column")),
+                        };
+                        match schema::ENDPOINT_TEXT_FIELDS.iter().position(|f| *f == field) {
+                            Some(field) => DimSource::Text { local, field },
+                            None if field == "ip" => DimSource::Ip { local },
+                            None => unreachable!("rollup dimension {d} is not an endpoint field"),
+                        }
+                    }
+                };
+                (d, ty, src)
             })
             .collect();
-        Rollup { dims, groups: HashMap::new(), rows: Vec::new(), key: Vec::with_capacity(512) }
+        Rollup { dims, groups: HashMap::default(), rows: Vec::new() }
     }
 
     fn service_port(r: &FlowRecord) -> Option<u16> {
         match r.initiator {
-            crate::model::Initiator::Local => Some(r.remote.port),
-            crate::model::Initiator::Remote => Some(r.local.port),
-            crate::model::Initiator::Unknown => None,
+            Initiator::Local => Some(r.remote.port),
+            Initiator::Remote => Some(r.local.port),
+            Initiator::Unknown => None,
         }
     }
 
-    fn add(&mut self, r: &FlowRecord) {
-        let hour =
-            r.window_start.micros().div_euclid(Timestamp::MICROS_PER_HOUR) * Timestamp::MICROS_PER_HOUR;
-        let sp = Self::service_port(r);
-        // The key: every grouped value, tagged and length-prefixed so no two groups share bytes.
-        let k = &mut self.key;
-        k.clear();
-        k.extend_from_slice(&hour.to_le_bytes());
-        match sp {
-            Some(p) => {
-                k.push(1);
-                k.extend_from_slice(&p.to_le_bytes());
-            }
-            None => k.push(0),
-        }
-        for c in &self.dims {
-            match (c.get)(r) {
-                Val::Text(None) => k.push(0),
-                Val::Text(Some(t)) => {
-                    k.push(1);
-                    k.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                    k.extend_from_slice(t.as_bytes());
-                }
-                Val::Ip(std::net::IpAddr::V4(a)) => {
-                    k.push(4);
-                    k.extend_from_slice(&a.octets());
-                }
-                Val::Ip(std::net::IpAddr::V6(a)) => {
-                    k.push(6);
-                    k.extend_from_slice(&a.octets());
-                }
-                Val::U8(v) => k.push(v),
-                Val::U16(v) => k.extend_from_slice(&v.to_le_bytes()),
-                Val::U32(None) => k.push(0),
-                Val::U32(Some(v)) => {
-                    k.push(1);
-                    k.extend_from_slice(&v.to_le_bytes());
-                }
-                Val::U64(v) => k.extend_from_slice(&v.to_le_bytes()),
-                Val::Ts(v) => k.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
-        let i = match self.groups.get(self.key.as_slice()) {
-            Some(&i) => i,
-            None => {
-                let dims = self
-                    .dims
-                    .iter()
-                    .map(|c| match (c.get)(r) {
-                        Val::Text(t) => Dim::Text(t.map(str::to_owned)),
-                        Val::Ip(ip) => Dim::Ip(ip),
-                        Val::U8(v) => Dim::U8(v),
-                        Val::U16(v) => Dim::U16(v),
-                        Val::U32(v) => Dim::U32(v),
-                        Val::U64(v) => Dim::U64(v),
-                        Val::Ts(v) => Dim::Ts(v),
-                    })
-                    .collect();
-                self.rows.push(RollupRow { hour, dims, service_port: sp, sums: [0; 6], flow_records: 0 });
-                self.groups.insert(self.key.clone(), self.rows.len() - 1);
-                self.rows.len() - 1
-            }
+    fn add(&mut self, r: &FlowRecord, node: u32, local_party: u32, remote_party: u32, source: Source) {
+        let key = RollupKey {
+            hour: r.window_start.micros().div_euclid(Timestamp::MICROS_PER_HOUR) * Timestamp::MICROS_PER_HOUR,
+            node,
+            local_party,
+            remote_party,
+            service_port: Self::service_port(r),
+            proto: r.proto,
+            ip_version: r.ip_version,
+            source,
         };
+        let rows = &mut self.rows;
+        let i = *self.groups.entry(key).or_insert_with(|| {
+            rows.push(RollupRow { key, sums: [0; 6], flow_records: 0 });
+            rows.len() - 1
+        });
         let row = &mut self.rows[i];
         let m = [
             r.bytes_out,
@@ -265,38 +263,36 @@ impl Rollup {
     }
 
     /// The groups as one Arrow batch in `flows_hourly`'s column order; empties the rollup.
-    fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
+    fn take_batch(&mut self, dicts: &Dictionaries) -> Result<Option<RecordBatch>> {
         if self.rows.is_empty() {
             return Ok(None);
         }
         let rows = std::mem::take(&mut self.rows);
         self.groups.clear();
-        let n = rows.len();
-        let mut ip_buf = String::new();
-        let mut column = |name: &str, ty: ColType, nullable: bool, val: &dyn Fn(&RollupRow) -> Val<'_>| {
-            let mut b = Builder::new(ty, n);
-            for r in &rows {
-                b.append(val(r), &mut ip_buf, name);
-            }
-            (Field::new(name, arrow_type(ty), nullable), b.finish())
-        };
+        let mut b = BatchBuilder::new(&rows);
         // flows_hourly's column order: hour, dimensions, service_port, measures, flow_records.
-        let mut cols = vec![column("hour", ColType::Timestamp, false, &|r| Val::Ts(r.hour))];
-        for (d, c) in self.dims.iter().enumerate() {
-            cols.push(column(c.name, c.ty, true, &|r| r.dims[d].as_val()));
+        b.column("hour", ColType::Timestamp, false, |r| Val::Ts(r.key.hour));
+        for &(name, ty, src) in &self.dims {
+            b.column(name, ty, true, |r| {
+                let party = |local: bool| {
+                    &dicts.parties[if local { r.key.local_party } else { r.key.remote_party } as usize]
+                };
+                match src {
+                    DimSource::Node => Val::Text(Some(&dicts.node_names[r.key.node as usize])),
+                    DimSource::Proto => Val::Text(Some(r.key.proto.as_str())),
+                    DimSource::IpVersion => Val::U8(r.key.ip_version),
+                    DimSource::Source => Val::Text(Some(r.key.source.as_str())),
+                    DimSource::Ip { local } => Val::Ip(party(local).ip),
+                    DimSource::Text { local, field } => Val::Text(party(local).text[field].as_deref()),
+                }
+            });
         }
-        // The one nullable port: [`Val::U16`] has no NULL.
-        let mut sp = UInt16Builder::with_capacity(n);
-        for r in &rows {
-            sp.append_option(r.service_port);
-        }
-        cols.push((Field::new("service_port", DataType::UInt16, true), Arc::new(sp.finish())));
+        b.column("service_port", ColType::U16, true, |r| Val::U16(r.key.service_port));
         for (m, name) in schema::ROLLUP_MEASURES.iter().enumerate() {
-            cols.push(column(name, ColType::U64, false, &|r| Val::U64(r.sums[m])));
+            b.column(name, ColType::U64, false, |r| Val::U64(r.sums[m]));
         }
-        cols.push(column("flow_records", ColType::U64, false, &|r| Val::U64(r.flow_records)));
-        let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = cols.into_iter().unzip();
-        Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?))
+        b.column("flow_records", ColType::U64, false, |r| Val::U64(r.flow_records));
+        Ok(Some(b.finish()?))
     }
 }
 
@@ -323,11 +319,10 @@ pub struct BatchSummary {
 }
 
 enum BatchState {
-    New(BatchSummary),
+    /// New in this session; `key` is its `batches.batch_key`.
+    New { key: u32, summary: BatchSummary },
     /// Already in the workspace before this session: its records are skipped.
-    Existing {
-        records_skipped: u64,
-    },
+    Existing { records_skipped: u64 },
 }
 
 /// What an ingest did: new batches stored, and batches skipped because they were already there.
@@ -340,28 +335,40 @@ pub struct IngestReport {
     pub batches_skipped: Vec<String>,
 }
 
-/// One transaction's worth of ingest. Dropping it without [`IngestSession::commit`] rolls back.
+/// One transaction's worth of ingest. Dropping it without [`IngestSession::commit`] rolls back (the
+/// transaction and the dictionary entries it added).
 pub struct IngestSession<'w> {
     ws: &'w mut Workspace,
     origin: String,
-    chunk: ArrowChunk,
+    chunk: RowChunk,
     rollup: Rollup,
     batches: BTreeMap<String, BatchState>,
-    lookup_cache: HashMap<String, bool>,
+    next_batch_key: u32,
     open: bool,
 }
 
 impl Workspace {
     /// Starts an ingest session; `origin` says where the data came from (a file, an agent URL, "demo").
     pub fn begin_ingest(&mut self, origin: &str) -> Result<IngestSession<'_>> {
+        if self.dicts.is_none() {
+            self.dicts = Some(Dictionaries::load(&self.conn).context("loading the workspace dictionaries")?);
+        }
         self.conn.execute_batch("BEGIN TRANSACTION;")?;
+        let next: Option<i64> =
+            match self.conn.query_row("SELECT max(batch_key) FROM batches", [], |r| r.get(0)) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK;");
+                    return Err(e.into());
+                }
+            };
         Ok(IngestSession {
             ws: self,
             origin: origin.to_string(),
-            chunk: ArrowChunk::new(),
+            chunk: RowChunk::new(),
             rollup: Rollup::new(),
             batches: BTreeMap::new(),
-            lookup_cache: HashMap::new(),
+            next_batch_key: next.map_or(0, |k| k as u32 + 1),
             open: true,
         })
     }
@@ -374,28 +381,32 @@ impl IngestSession<'_> {
         let batch_id = r.batch_id.as_deref().ok_or_else(|| anyhow!("record has no batch_id"))?;
         let source = r.source.ok_or_else(|| anyhow!("record has no source"))?;
         if !self.batches.contains_key(batch_id) {
-            let exists = self.batch_exists(batch_id)?;
-            let state = if exists {
+            let state = if self.batch_exists(batch_id)? {
                 BatchState::Existing { records_skipped: 0 }
             } else {
-                BatchState::New(BatchSummary {
-                    batch_id: batch_id.to_string(),
-                    source,
-                    records: 0,
-                    bytes_out: 0,
-                    bytes_in: 0,
-                    window_start: None,
-                    window_end: None,
-                })
+                let key = self.next_batch_key;
+                self.next_batch_key = key.checked_add(1).ok_or_else(|| anyhow!("more than 2^32 batches"))?;
+                BatchState::New {
+                    key,
+                    summary: BatchSummary {
+                        batch_id: batch_id.to_string(),
+                        source,
+                        records: 0,
+                        bytes_out: 0,
+                        bytes_in: 0,
+                        window_start: None,
+                        window_end: None,
+                    },
+                }
             };
             self.batches.insert(batch_id.to_string(), state);
         }
-        match self.batches.get_mut(batch_id).expect("inserted above") {
+        let batch = match self.batches.get_mut(batch_id).expect("inserted above") {
             BatchState::Existing { records_skipped } => {
                 *records_skipped += 1;
                 return Ok(());
             }
-            BatchState::New(s) => {
+            BatchState::New { key, summary: s } => {
                 if s.source != source {
                     bail!("batch {batch_id} mixes sources {} and {source}", s.source);
                 }
@@ -404,10 +415,19 @@ impl IngestSession<'_> {
                 s.bytes_in = s.bytes_in.saturating_add(r.bytes_in);
                 s.window_start = Some(s.window_start.map_or(r.window_start, |w| w.min(r.window_start)));
                 s.window_end = Some(s.window_end.map_or(r.window_end, |w| w.max(r.window_end)));
+                *key
             }
-        }
-        self.chunk.push(r);
-        self.rollup.add(r);
+        };
+        let dicts = self.ws.dicts.as_mut().expect("loaded by begin_ingest");
+        let ids = RowIds {
+            node: dicts.node_id(&r.node),
+            local: dicts.endpoint_id(&r.local),
+            remote: dicts.endpoint_id(&r.remote),
+            batch,
+        };
+        let (lp, rp) = (dicts.party_id(ids.local, true), dicts.party_id(ids.remote, false));
+        self.chunk.push(r, &ids);
+        self.rollup.add(r, ids.node, lp, rp, source);
         if self.chunk.rows >= ARROW_ROWS {
             self.append_chunk()?;
         }
@@ -417,16 +437,13 @@ impl IngestSession<'_> {
         Ok(())
     }
 
+    /// Batches are looked up once per session; ingest sessions hold a handful of batches.
     fn batch_exists(&mut self, batch_id: &str) -> Result<bool> {
-        if let Some(&b) = self.lookup_cache.get(batch_id) {
-            return Ok(b);
-        }
         let n: i64 = self.ws.conn.query_row(
             "SELECT count(*) FROM batches WHERE batch_id = ?",
             params![batch_id],
             |r| r.get(0),
         )?;
-        self.lookup_cache.insert(batch_id.to_string(), n > 0);
         Ok(n > 0)
     }
 
@@ -435,16 +452,44 @@ impl IngestSession<'_> {
             return Ok(());
         }
         let batch = self.chunk.finish()?;
-        let mut app = self.ws.conn.appender("flows")?;
+        let mut app = self.ws.conn.appender("flow_rows")?;
         app.append_record_batch(batch).context("appending flow records")?;
         app.flush()?;
         Ok(())
     }
 
     fn append_rollup(&mut self) -> Result<()> {
-        if let Some(batch) = self.rollup.take_batch()? {
+        let dicts = self.ws.dicts.as_ref().expect("loaded by begin_ingest");
+        if let Some(batch) = self.rollup.take_batch(dicts)? {
             let mut app = self.ws.conn.appender("flows_hourly")?;
             app.append_record_batch(batch).context("appending hourly rollup rows")?;
+            app.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the nodes and endpoints this session added to the dictionaries.
+    fn append_dictionaries(&mut self) -> Result<()> {
+        let dicts = self.ws.dicts.as_ref().expect("loaded by begin_ingest");
+        let nodes: Vec<(u32, &str)> = dicts.new_nodes().collect();
+        if !nodes.is_empty() {
+            let mut b = BatchBuilder::new(&nodes);
+            b.column("node_id", ColType::U32, false, |n| Val::U32(Some(n.0)));
+            b.column("name", ColType::Text, false, |n| Val::Text(Some(n.1)));
+            let mut app = self.ws.conn.appender("nodes")?;
+            app.append_record_batch(b.finish()?).context("appending to nodes")?;
+            app.flush()?;
+        }
+        let endpoints: Vec<_> = dicts.new_endpoints().collect();
+        if !endpoints.is_empty() {
+            let mut b = BatchBuilder::new(&endpoints);
+            b.column("endpoint_id", ColType::U32, false, |e| Val::U32(Some(e.0)));
+            b.column("ip", ColType::Text, false, |e| Val::Ip(e.1.ip));
+            for (i, f) in schema::ENDPOINT_TEXT_FIELDS.iter().enumerate() {
+                b.column(f, ColType::Text, true, |e| Val::Text(e.1.text[i].as_deref()));
+            }
+            let mut app = self.ws.conn.appender("endpoints")?;
+            app.append_record_batch(b.finish()?).context("appending to endpoints")?;
             app.flush()?;
         }
         Ok(())
@@ -454,6 +499,7 @@ impl IngestSession<'_> {
     pub fn commit(mut self) -> Result<IngestReport> {
         self.append_chunk()?;
         self.append_rollup()?;
+        self.append_dictionaries()?;
         let seq: i64 =
             self.ws
                 .conn
@@ -462,13 +508,14 @@ impl IngestSession<'_> {
         let mut report = IngestReport { origin: self.origin.clone(), ..Default::default() };
         {
             let mut ins = self.ws.conn.prepare(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
             )?;
             for (id, state) in &self.batches {
                 match state {
-                    BatchState::New(s) => {
+                    BatchState::New { key, summary: s } => {
                         ins.execute(params![
                             id,
+                            key,
                             s.source.as_str(),
                             self.origin,
                             seq,
@@ -491,6 +538,7 @@ impl IngestSession<'_> {
         }
         self.ws.conn.execute_batch("COMMIT")?;
         self.open = false;
+        self.ws.dicts.as_mut().expect("loaded by begin_ingest").committed();
         Ok(report)
     }
 }
@@ -500,6 +548,9 @@ impl Drop for IngestSession<'_> {
         if self.open {
             // Nothing of an unfinished session may remain; the error, if any, is already on its way up.
             let _ = self.ws.conn.execute_batch("ROLLBACK;");
+            if let Some(d) = self.ws.dicts.as_mut() {
+                d.rollback();
+            }
         }
     }
 }
@@ -631,5 +682,213 @@ mod tests {
         assert!(groups > 1000, "{groups} groups");
         assert_eq!(diff(&sql, hourly), 0, "groups of the raw rows missing from the rollup");
         assert_eq!(diff(hourly, &sql), 0, "rollup rows that are not groups of the raw rows");
+    }
+
+    fn read_all(ws: &Workspace) -> Vec<FlowRecord> {
+        let mut got = Vec::new();
+        ws.for_each_flow(&FlowFilter::default(), |r| {
+            got.push(r);
+            Ok(())
+        })
+        .unwrap();
+        got
+    }
+
+    fn sorted(mut v: Vec<FlowRecord>) -> Vec<FlowRecord> {
+        v.sort_by_key(|r| serde_json::to_string(r).unwrap());
+        v
+    }
+
+    /// Records with every optional field set or not, IPv6, the same description on both sides.
+    fn varied(i: u64, batch: &str) -> FlowRecord {
+        let mut r = rec(i, batch);
+        if i.is_multiple_of(3) {
+            r.local.process = Some(["java", "node"][(i % 2) as usize].into());
+            r.local.pid = Some(4000 + (i % 5) as u32);
+            r.local.cgroup = Some(format!("/kubepods.slice/pod{}.slice/cri-containerd-{i:x}.scope", i % 4));
+            r.local.container_id = Some(format!("{:064x}", i % 4));
+            r.local.pod_uid = Some(format!("uid-{}", i % 4));
+            r.local.pod = Some(format!("pod-{}", i % 4));
+            r.local.namespace = Some("shop".into());
+            r.local.workload_kind = Some("Deployment".into());
+            r.local.workload_name = Some("checkout".into());
+            r.local.service = Some("checkout".into());
+            r.local.node = Some(r.node.clone());
+            r.local.zone = Some("us-east-1a".into());
+            r.local.region = Some("us-east-1".into());
+        }
+        if i.is_multiple_of(5) {
+            r.remote = crate::model::Endpoint::addr("2600:1f18::17".parse().unwrap(), 443);
+            r.local.ip = "2600:1f18::1".parse().unwrap();
+            r.ip_version = 6;
+        }
+        if i.is_multiple_of(7) {
+            r.remote = r.local.clone();
+            r.remote.port = 8080;
+            r.remote.pid = Some(1);
+        }
+        r.proto = [Proto::Tcp, Proto::Udp, Proto::Other][(i % 3) as usize];
+        r.initiator = [Initiator::Local, Initiator::Remote, Initiator::Unknown][(i % 3) as usize];
+        r.source = Some([Source::Agent, Source::Import, Source::Demo][batch.len() % 3]);
+        r
+    }
+
+    /// A workspace written at schema version 1 (strings in `flows`) opens at version 2 with every
+    /// record, batch and rollup row intact, and ingest continues from there.
+    #[test]
+    fn a_version_1_workspace_migrates_with_every_record_intact() {
+        use crate::store::schema::{Val, flow_columns};
+        use duckdb::types::{TimeUnit, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.duckdb");
+        let records: Vec<FlowRecord> =
+            (0..2_000).map(|i| varied(i, ["a", "bb", "ccc"][(i % 3) as usize])).collect();
+        {
+            let ws = Workspace::create_at_version(&path, 1).unwrap();
+            assert_eq!(ws.schema_version().unwrap(), 1);
+            let mut app = ws.conn.appender("flows").unwrap();
+            for r in &records {
+                let row: Vec<Value> = flow_columns()
+                    .iter()
+                    .map(|c| match (c.get)(r) {
+                        Val::Ts(t) => Value::Timestamp(TimeUnit::Microsecond, t),
+                        Val::Text(t) => t.map_or(Value::Null, |t| Value::Text(t.into())),
+                        Val::Ip(ip) => Value::Text(ip.to_string()),
+                        Val::U8(v) => Value::UTinyInt(v),
+                        Val::U16(v) => v.map_or(Value::Null, Value::USmallInt),
+                        Val::U32(v) => v.map_or(Value::Null, Value::UInt),
+                        Val::U64(v) => Value::UBigInt(v),
+                    })
+                    .collect();
+                app.append_row(duckdb::appender_params_from_iter(row)).unwrap();
+            }
+            app.flush().unwrap();
+            drop(app);
+            for (seq, b) in ["a", "bb", "ccc"].iter().enumerate() {
+                ws.conn
+                    .execute(
+                        "INSERT INTO batches VALUES (?, ?, 'test', ?, now()::TIMESTAMP, 0, 0, 0, NULL, NULL)",
+                        duckdb::params![
+                            b,
+                            records
+                                .iter()
+                                .find(|r| r.batch_id.as_deref() == Some(b))
+                                .unwrap()
+                                .source
+                                .unwrap()
+                                .as_str(),
+                            seq as u64 + 1
+                        ],
+                    )
+                    .unwrap();
+            }
+        }
+        let mut ws = Workspace::open(&path).unwrap();
+        assert_eq!(ws.schema_version().unwrap(), 2);
+        assert_eq!(ws.schema_version().unwrap(), crate::model::FLOW_SCHEMA_VERSION);
+        assert_eq!(sorted(read_all(&ws)), sorted(records.clone()));
+        let views: i64 = ws
+            .conn
+            .query_row("SELECT count(*) FROM duckdb_views() WHERE view_name = 'flows'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(views, 1);
+        // Ingest after the migration: new ids continue after the migrated ones, old batches are known.
+        let mut s = ws.begin_ingest("test").unwrap();
+        let more: Vec<FlowRecord> = (2_000..2_500).map(|i| varied(i, "dddd")).collect();
+        for r in records.iter().take(10).chain(&more) {
+            s.push(r).unwrap();
+        }
+        let rep = s.commit().unwrap();
+        assert_eq!((rep.records_ingested, rep.records_skipped), (500, 10));
+        let mut all = records;
+        all.extend(more);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+    }
+
+    /// The dictionary entries of a session that rolls back are forgotten with it: the next session
+    /// gets the same ids for other endpoints and every record reads back as written.
+    #[test]
+    fn dictionary_entries_of_a_rolled_back_session_do_not_leak() {
+        let mut ws = Workspace::open_in_memory().unwrap();
+        let first: Vec<FlowRecord> = (0..300).map(|i| varied(i, "one")).collect();
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &first {
+            s.push(r).unwrap();
+        }
+        s.commit().unwrap();
+        {
+            let mut s = ws.begin_ingest("test").unwrap();
+            for i in 0..300 {
+                let mut r = varied(i, "lost");
+                r.node = format!("lost-node-{i}");
+                r.remote.pod = Some(format!("lost-{i}"));
+                s.push(&r).unwrap();
+            }
+            // dropped without commit
+        }
+        let mut later: Vec<FlowRecord> = (0..300)
+            .map(|i| {
+                let mut r = varied(i, "two");
+                r.node = format!("later-node-{}", i % 4);
+                r.remote.namespace = Some(format!("later-{i}"));
+                r
+            })
+            .collect();
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &later {
+            s.push(r).unwrap();
+        }
+        s.commit().unwrap();
+        let mut all = first;
+        all.append(&mut later);
+        assert_eq!(sorted(read_all(&ws)), sorted(all.clone()));
+        let (n, e): (i64, i64) = ws
+            .conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM nodes), (SELECT max(endpoint_id) + 1 - count(*) FROM endpoints)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(n, 3 + 4, "nodes of the rolled-back session are not stored");
+        assert_eq!(e, 0, "endpoint ids stay dense");
+        // A new process loads the dictionaries from the tables and resolves the same ids.
+        ws.dicts = None;
+        let third: Vec<FlowRecord> = (0..50).map(|i| varied(i, "three")).collect();
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &third {
+            s.push(r).unwrap();
+        }
+        s.commit().unwrap();
+        all.extend(third);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+        let endpoints_after: i64 =
+            ws.conn.query_row("SELECT count(*) FROM endpoints", [], |r| r.get(0)).unwrap();
+        let distinct: i64 = ws
+            .conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT DISTINCT ip, process, cgroup, container_id, pod_uid, pod, namespace,
+                     workload_kind, workload_name, service, node, zone, region FROM endpoints)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(endpoints_after, distinct, "an endpoint already stored is not stored again");
+        let (raw, hourly) = ws.totals().unwrap();
+        assert_eq!(raw, hourly);
+    }
+
+    #[test]
+    fn stored_codes_match_the_names() {
+        use crate::store::schema::*;
+        for p in Proto::ALL {
+            assert_eq!(PROTO_CODES[proto_code(*p) as usize], (proto_code(*p), p.as_str()));
+        }
+        for i in Initiator::ALL {
+            assert_eq!(INITIATOR_CODES[initiator_code(*i) as usize], (initiator_code(*i), i.as_str()));
+        }
+        for s in Source::ALL {
+            assert_eq!(SOURCE_CODES[source_code(*s) as usize], (source_code(*s), s.as_str()));
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! (a batch id already present is skipped and reported), and each ingest updates the hourly rollup
 //! (`flows_hourly`) in the same transaction, so raw rows and rollups never disagree.
 
+mod dictionary;
 pub mod ingest;
 mod query;
 pub mod replay;
@@ -26,6 +27,8 @@ pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
 pub struct Workspace {
     conn: Connection,
     path: Option<PathBuf>,
+    /// The node and endpoint dictionaries, loaded by the first ingest of this process.
+    dicts: Option<dictionary::Dictionaries>,
 }
 
 impl Workspace {
@@ -38,15 +41,23 @@ impl Workspace {
         let conn = Connection::open(path).with_context(|| {
             format!("cannot open workspace {} (is another egressor process writing to it?)", path.display())
         })?;
-        let mut ws = Workspace { conn, path: Some(path.to_path_buf()) };
-        ws.migrate().with_context(|| format!("workspace {}", path.display()))?;
+        let mut ws = Workspace { conn, path: Some(path.to_path_buf()), dicts: None };
+        ws.migrate(schema::current_version()).with_context(|| format!("workspace {}", path.display()))?;
+        Ok(ws)
+    }
+
+    /// A workspace file at an older schema version, for migration tests.
+    #[cfg(test)]
+    pub(crate) fn create_at_version(path: &Path, version: u32) -> Result<Self> {
+        let mut ws = Workspace { conn: Connection::open(path)?, path: Some(path.to_path_buf()), dicts: None };
+        ws.migrate(version)?;
         Ok(ws)
     }
 
     /// A throw-away workspace in memory, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self> {
-        let mut ws = Workspace { conn: Connection::open_in_memory()?, path: None };
-        ws.migrate()?;
+        let mut ws = Workspace { conn: Connection::open_in_memory()?, path: None, dicts: None };
+        ws.migrate(schema::current_version())?;
         Ok(ws)
     }
 
@@ -54,7 +65,8 @@ impl Workspace {
         self.path.as_deref()
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    /// Applies the migrations up to `target`, each in its own transaction.
+    fn migrate(&mut self, target: u32) -> Result<()> {
         self.conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY,
@@ -69,7 +81,7 @@ impl Workspace {
                  upgrade egressor (the workspace was not modified)"
             );
         }
-        for m in schema::migrations().into_iter().filter(|m| m.version > have) {
+        for m in schema::migrations().into_iter().filter(|m| m.version > have && m.version <= target) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(&(m.sql)())
                 .with_context(|| format!("migration {} ({}) failed", m.version, m.description))?;
@@ -147,14 +159,17 @@ impl Workspace {
 
     /// Deletes raw flows and rollups older than the retention settings, and merges rollup rows that
     /// separate ingests wrote for the same hour and key. Batch ids are kept forever (they are tiny) so
-    /// that re-pulling or re-importing an old batch stays a no-op.
+    /// that re-pulling or re-importing an old batch stays a no-op, and so are the node and endpoint
+    /// dictionaries (one row per distinct endpoint, not per flow).
     pub fn prune(&mut self, now: Timestamp) -> Result<PruneReport> {
         let (raw_days, rollup_days) = self.retention()?;
         let raw_cut = now.add_micros(-(raw_days as i64) * Timestamp::MICROS_PER_DAY);
         let roll_cut = now.add_micros(-(rollup_days as i64) * Timestamp::MICROS_PER_DAY);
         let tx = self.conn.transaction()?;
-        let raw_deleted = tx
-            .execute("DELETE FROM flows WHERE window_start < make_timestamp(?)", params![raw_cut.micros()])?;
+        let raw_deleted = tx.execute(
+            "DELETE FROM flow_rows WHERE window_start < make_timestamp(?)",
+            params![raw_cut.micros()],
+        )?;
         let rollup_deleted = tx
             .execute("DELETE FROM flows_hourly WHERE hour < make_timestamp(?)", params![roll_cut.micros()])?;
         let before: i64 = tx.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;

@@ -217,13 +217,16 @@ impl Workspace {
     pub fn info(&self) -> Result<WorkspaceInfo> {
         let c = &self.conn;
         let (flows, first, last, out, inn): (i64, Option<i64>, Option<i64>, Option<i128>, Option<i128>) = c.query_row(
-            "SELECT count(*), epoch_us(min(window_start)), epoch_us(max(window_end)), sum(bytes_out), sum(bytes_in) FROM flows",
+            "SELECT count(*), epoch_us(min(window_start)), epoch_us(max(window_end)), sum(bytes_out), sum(bytes_in) FROM flow_rows",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
         let hourly: i64 = c.query_row("SELECT count(*) FROM flows_hourly", [], |r| r.get(0))?;
         let batches: i64 = c.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?;
-        let mut st = c.prepare("SELECT source, count(*) FROM flows GROUP BY source ORDER BY source")?;
+        let mut st = c.prepare(&format!(
+            "SELECT {} AS s, count(*) FROM flow_rows GROUP BY s ORDER BY s",
+            schema::code_to_name_sql("source", &schema::SOURCE_CODES)
+        ))?;
         let by_source = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -263,7 +266,7 @@ impl Workspace {
             Ok((a.unwrap_or(0) as u64, b.unwrap_or(0) as u64))
         };
         Ok((
-            q("SELECT sum(bytes_out), sum(bytes_in) FROM flows")?,
+            q("SELECT sum(bytes_out), sum(bytes_in) FROM flow_rows")?,
             q("SELECT sum(bytes_out), sum(bytes_in) FROM flows_hourly")?,
         ))
     }

@@ -49,7 +49,7 @@ impl<'o> FlowSink<'o> {
                             w.write_field(ip.as_bytes())?
                         }
                         Val::U8(v) => w.write_field(v.to_string())?,
-                        Val::U16(v) => w.write_field(v.to_string())?,
+                        Val::U16(v) => w.write_field(v.map(|v| v.to_string()).unwrap_or_default())?,
                         Val::U32(v) => w.write_field(v.map(|v| v.to_string()).unwrap_or_default())?,
                         Val::U64(v) => w.write_field(v.to_string())?,
                     }

@@ -1,0 +1,211 @@
+//! The dictionaries behind `flow_rows`: each node name and each distinct endpoint description (ip and
+//! the [`ENDPOINT_TEXT_FIELDS`]) is stored once, in `nodes` and `endpoints`, and flow rows refer to
+//! them by dense integer ids.
+//!
+//! The workspace keeps them in memory once loaded (one process writes a workspace at a time: DuckDB
+//! locks the file), so ingest resolves a record's endpoints with two hash lookups and no query.
+//! Entries added by an ingest session are written in its transaction; if the session rolls back they
+//! are forgotten again ([`Dictionaries::rollback`]), so ids always match the stored tables.
+//!
+//! For the hourly rollup each endpoint also maps to its *party*: the subset of its fields that
+//! [`ROLLUP_DIMENSIONS`] keep for its side. Party ids live only in memory.
+
+use super::schema::{ENDPOINT_TEXT_FIELDS, ROLLUP_DIMENSIONS, endpoint_texts};
+use crate::model::Endpoint;
+use crate::model::fxhash::{FxBuild, FxHasher};
+use anyhow::{Context, Result, bail};
+use duckdb::Connection;
+use hashbrown::HashTable;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+type Texts = [Option<Box<str>>; 12];
+
+pub(super) struct StoredEndpoint {
+    pub ip: IpAddr,
+    pub text: Texts,
+    hash: u64,
+    /// Party ids for the rollup, computed when first needed (`u32::MAX`: not yet).
+    local_party: u32,
+    remote_party: u32,
+}
+
+/// What the rollup keeps of an endpoint on one side.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct Party {
+    pub local: bool,
+    pub ip: IpAddr,
+    pub text: Texts,
+}
+
+#[derive(Default)]
+pub(super) struct Dictionaries {
+    node_ids: HashMap<Box<str>, u32, FxBuild>,
+    pub node_names: Vec<Box<str>>,
+    pub endpoints: Vec<StoredEndpoint>,
+    endpoint_index: HashTable<u32>,
+    /// Entries below these are in the committed tables.
+    committed_nodes: usize,
+    committed_endpoints: usize,
+    party_ids: HashMap<Party, u32, FxBuild>,
+    pub parties: Vec<Party>,
+    /// Which of the [`ENDPOINT_TEXT_FIELDS`] the rollup keeps for the local and the remote side.
+    local_mask: [bool; 12],
+    remote_mask: [bool; 12],
+}
+
+fn hash_endpoint(ip: IpAddr, texts: &[Option<&str>; 12]) -> u64 {
+    let mut h = FxHasher::default();
+    ip.hash(&mut h);
+    texts.hash(&mut h);
+    h.finish()
+}
+
+fn mask(prefix: &str) -> [bool; 12] {
+    ENDPOINT_TEXT_FIELDS.map(|f| ROLLUP_DIMENSIONS.contains(&format!("{prefix}_{f}").as_str()))
+}
+
+impl Dictionaries {
+    /// Reads `nodes` and `endpoints`. Ids must be dense from 0, as ingest and the migration write them.
+    pub fn load(conn: &Connection) -> Result<Self> {
+        let mut d =
+            Dictionaries { local_mask: mask("local"), remote_mask: mask("remote"), ..Default::default() };
+        let mut st = conn.prepare("SELECT node_id, name FROM nodes ORDER BY node_id")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: u32 = r.get(0)?;
+            let name: String = r.get(1)?;
+            if id as usize != d.node_names.len() {
+                bail!(
+                    "table nodes: node_id {id} out of sequence (expected {}); the workspace is damaged",
+                    d.node_names.len()
+                );
+            }
+            d.node_ids.insert(name.clone().into(), id);
+            d.node_names.push(name.into());
+        }
+        let cols = std::iter::once("ip").chain(ENDPOINT_TEXT_FIELDS).collect::<Vec<_>>().join(", ");
+        let mut st =
+            conn.prepare(&format!("SELECT endpoint_id, {cols} FROM endpoints ORDER BY endpoint_id"))?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: u32 = r.get(0)?;
+            if id as usize != d.endpoints.len() {
+                bail!(
+                    "table endpoints: endpoint_id {id} out of sequence (expected {}); the workspace is damaged",
+                    d.endpoints.len()
+                );
+            }
+            let ip: String = r.get(1)?;
+            let ip: IpAddr =
+                ip.parse().with_context(|| format!("table endpoints, endpoint_id {id}: ip {ip:?}"))?;
+            let mut text: Texts = Default::default();
+            for (i, t) in text.iter_mut().enumerate() {
+                *t = r.get::<_, Option<String>>(2 + i)?.map(Into::into);
+            }
+            d.push_endpoint(ip, text);
+        }
+        d.committed_nodes = d.node_names.len();
+        d.committed_endpoints = d.endpoints.len();
+        Ok(d)
+    }
+
+    fn push_endpoint(&mut self, ip: IpAddr, text: Texts) -> u32 {
+        let borrowed: [Option<&str>; 12] = std::array::from_fn(|i| text[i].as_deref());
+        let hash = hash_endpoint(ip, &borrowed);
+        let id = self.endpoints.len() as u32;
+        self.endpoints.push(StoredEndpoint { ip, text, hash, local_party: u32::MAX, remote_party: u32::MAX });
+        let endpoints = &self.endpoints;
+        self.endpoint_index.insert_unique(hash, id, |&i| endpoints[i as usize].hash);
+        id
+    }
+
+    pub fn node_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.node_ids.get(name) {
+            return id;
+        }
+        let id = self.node_names.len() as u32;
+        self.node_ids.insert(name.into(), id);
+        self.node_names.push(name.into());
+        id
+    }
+
+    /// The id of the endpoint's description (ip and text fields; port and pid are not part of it).
+    pub fn endpoint_id(&mut self, e: &Endpoint) -> u32 {
+        let texts = endpoint_texts(e);
+        let hash = hash_endpoint(e.ip, &texts);
+        let endpoints = &self.endpoints;
+        let found = self.endpoint_index.find(hash, |&i| {
+            let s = &endpoints[i as usize];
+            s.ip == e.ip && s.text.iter().zip(&texts).all(|(a, b)| a.as_deref() == *b)
+        });
+        match found {
+            Some(&id) => id,
+            None => self.push_endpoint(e.ip, texts.map(|t| t.map(Into::into))),
+        }
+    }
+
+    /// The rollup party of endpoint `id` on the local (`local = true`) or remote side.
+    pub fn party_id(&mut self, id: u32, local: bool) -> u32 {
+        let e = &self.endpoints[id as usize];
+        let cached = if local { e.local_party } else { e.remote_party };
+        if cached != u32::MAX {
+            return cached;
+        }
+        let mask = if local { &self.local_mask } else { &self.remote_mask };
+        let party = Party {
+            local,
+            ip: e.ip.to_canonical(),
+            text: std::array::from_fn(|i| if mask[i] { e.text[i].clone() } else { None }),
+        };
+        let pid = match self.party_ids.get(&party) {
+            Some(&p) => p,
+            None => {
+                let p = self.parties.len() as u32;
+                self.party_ids.insert(party.clone(), p);
+                self.parties.push(party);
+                p
+            }
+        };
+        let e = &mut self.endpoints[id as usize];
+        if local {
+            e.local_party = pid;
+        } else {
+            e.remote_party = pid;
+        }
+        pid
+    }
+
+    /// Nodes added since the last commit, with their ids.
+    pub fn new_nodes(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.node_names[self.committed_nodes..]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((self.committed_nodes + i) as u32, &**n))
+    }
+
+    /// Endpoints added since the last commit, with their ids.
+    pub fn new_endpoints(&self) -> impl Iterator<Item = (u32, &StoredEndpoint)> {
+        self.endpoints[self.committed_endpoints..]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((self.committed_endpoints + i) as u32, e))
+    }
+
+    /// The session's entries are now in the tables.
+    pub fn committed(&mut self) {
+        self.committed_nodes = self.node_names.len();
+        self.committed_endpoints = self.endpoints.len();
+    }
+
+    /// Forgets the entries of a session that did not commit.
+    pub fn rollback(&mut self) {
+        let (n, e) = (self.committed_nodes, self.committed_endpoints);
+        for name in self.node_names.drain(n..) {
+            self.node_ids.remove(&name);
+        }
+        self.endpoints.truncate(e);
+        self.endpoint_index.retain(|&mut id| (id as usize) < e);
+    }
+}
