@@ -26,14 +26,16 @@ use duckdb::arrow::array::{
 };
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
-use duckdb::params;
+use duckdb::{Connection, params};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 /// Rows converted to Arrow before they are handed to DuckDB in one append.
-const ARROW_ROWS: usize = 64 * 1024;
+const ARROW_ROWS: usize = 16 * 1024;
 /// Rollup groups held in memory before they are appended to `flows_hourly` (more rows for the same
 /// hour and dimensions are fine: every reader sums, and `prune` compacts them).
 const ROLLUP_FLUSH_GROUPS: usize = 256 * 1024;
@@ -335,6 +337,85 @@ pub struct IngestReport {
     pub batches_skipped: Vec<String>,
 }
 
+/// The DuckDB side of an ingest session, on its own thread with its own connection to the
+/// workspace: it opens the transaction, runs the appends and inserts it is sent, in order, and
+/// commits or rolls back. The session's thread meanwhile resolves and converts the next records, so
+/// on two cores converting and storing overlap (ADR 0005). The queue is short, so at most a few
+/// chunks are in memory. The first error ends the thread; the session sees it at its next send or
+/// at commit.
+struct Writer {
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<(Connection, Result<()>)>>,
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+
+impl Writer {
+    fn start(conn: Connection) -> Writer {
+        let (tx, rx) = sync_channel::<Job>(2);
+        let thread = std::thread::Builder::new()
+            .name("egressor-ingest".into())
+            .spawn(move || {
+                let run = || -> Result<()> {
+                    conn.execute_batch("BEGIN TRANSACTION;")?;
+                    for job in rx {
+                        job(&conn)?;
+                    }
+                    Ok(())
+                };
+                let result = run();
+                (conn, result)
+            })
+            .expect("spawning the ingest writer thread");
+        Writer { jobs: Some(tx), thread: Some(thread) }
+    }
+
+    /// Queues a job; if the writer has stopped on an error, returns that error.
+    fn send(&mut self, job: Job) -> Result<()> {
+        let tx = self.jobs.as_ref().expect("writer still open");
+        if tx.send(job).is_err() {
+            // The thread ended early: its error is the one to report.
+            let (_, result) = self.finish_thread();
+            result?;
+            bail!("the ingest writer stopped without an error");
+        }
+        Ok(())
+    }
+
+    fn finish_thread(&mut self) -> (Option<Connection>, Result<()>) {
+        self.jobs = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok((conn, result))) => (Some(conn), result),
+            Some(Err(_)) => (None, Err(anyhow!("the ingest writer thread panicked"))),
+            None => (None, Err(anyhow!("the ingest writer already finished"))),
+        }
+    }
+
+    /// Commits (`commit = true`) or rolls back, and hands the connection back for the next session.
+    fn finish(&mut self, commit: bool) -> (Option<Connection>, Result<()>) {
+        if self.thread.is_none() {
+            return (None, Err(anyhow!("the ingest writer already finished")));
+        }
+        let end = if commit { "COMMIT;" } else { "ROLLBACK;" };
+        // The end of the transaction is the last job; if the queue is closed the writer failed.
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|tx| tx.send(Box::new(move |c: &Connection| Ok(c.execute_batch(end)?))).is_ok());
+        let (conn, result) = self.finish_thread();
+        let result = match (sent, result) {
+            (Some(true), r) => r,
+            (_, Err(e)) => Err(e),
+            (_, Ok(())) => Err(anyhow!("the ingest writer stopped without an error")),
+        };
+        if let (Err(_), Some(c)) = (&result, &conn) {
+            // Whatever failed, nothing of the session may remain (a no-op if already ended).
+            let _ = c.execute_batch("ROLLBACK;");
+        }
+        (conn, result)
+    }
+}
+
 /// One transaction's worth of ingest. Dropping it without [`IngestSession::commit`] rolls back (the
 /// transaction and the dictionary entries it added).
 pub struct IngestSession<'w> {
@@ -344,6 +425,8 @@ pub struct IngestSession<'w> {
     rollup: Rollup,
     batches: BTreeMap<String, BatchState>,
     next_batch_key: u32,
+    ingest_seq: i64,
+    writer: Writer,
     open: bool,
 }
 
@@ -353,25 +436,37 @@ impl Workspace {
         if self.dicts.is_none() {
             self.dicts = Some(Dictionaries::load(&self.conn).context("loading the workspace dictionaries")?);
         }
-        self.conn.execute_batch("BEGIN TRANSACTION;")?;
-        let next: Option<i64> =
-            match self.conn.query_row("SELECT max(batch_key) FROM batches", [], |r| r.get(0)) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK;");
-                    return Err(e.into());
-                }
-            };
+        // The next batch key and ingest sequence number, from what is committed; statements are
+        // cached, since a pull runs a session per page and planning would be a visible share of it.
+        let (next_key, seq): (Option<i64>, i64) = self
+            .conn
+            .prepare_cached("SELECT max(batch_key), coalesce(max(ingest_seq), 0) + 1 FROM batches")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let conn = match self.writer_conn.take() {
+            Some(c) => c,
+            None => self.conn.try_clone().context("opening the ingest connection")?,
+        };
         Ok(IngestSession {
             ws: self,
             origin: origin.to_string(),
             chunk: RowChunk::new(),
             rollup: Rollup::new(),
             batches: BTreeMap::new(),
-            next_batch_key: next.map_or(0, |k| k as u32 + 1),
+            next_batch_key: next_key.map_or(0, |k| k as u32 + 1),
+            ingest_seq: seq,
+            writer: Writer::start(conn),
             open: true,
         })
     }
+}
+
+fn append_job(table: &'static str, what: &'static str, batch: RecordBatch) -> Job {
+    Box::new(move |c: &Connection| {
+        let mut app = c.appender(table)?;
+        app.append_record_batch(batch).with_context(|| format!("appending {what}"))?;
+        app.flush()?;
+        Ok(())
+    })
 }
 
 impl IngestSession<'_> {
@@ -439,11 +534,11 @@ impl IngestSession<'_> {
 
     /// Batches are looked up once per session; ingest sessions hold a handful of batches.
     fn batch_exists(&mut self, batch_id: &str) -> Result<bool> {
-        let n: i64 = self.ws.conn.query_row(
-            "SELECT count(*) FROM batches WHERE batch_id = ?",
-            params![batch_id],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .ws
+            .conn
+            .prepare_cached("SELECT count(*) FROM batches WHERE batch_id = ?")?
+            .query_row(params![batch_id], |r| r.get(0))?;
         Ok(n > 0)
     }
 
@@ -452,18 +547,14 @@ impl IngestSession<'_> {
             return Ok(());
         }
         let batch = self.chunk.finish()?;
-        let mut app = self.ws.conn.appender("flow_rows")?;
-        app.append_record_batch(batch).context("appending flow records")?;
-        app.flush()?;
+        self.writer.send(append_job("flow_rows", "flow records", batch))?;
         Ok(())
     }
 
     fn append_rollup(&mut self) -> Result<()> {
         let dicts = self.ws.dicts.as_ref().expect("loaded by begin_ingest");
         if let Some(batch) = self.rollup.take_batch(dicts)? {
-            let mut app = self.ws.conn.appender("flows_hourly")?;
-            app.append_record_batch(batch).context("appending hourly rollup rows")?;
-            app.flush()?;
+            self.writer.send(append_job("flows_hourly", "hourly rollup rows", batch))?;
         }
         Ok(())
     }
@@ -476,9 +567,7 @@ impl IngestSession<'_> {
             let mut b = BatchBuilder::new(&nodes);
             b.column("node_id", ColType::U32, false, |n| Val::U32(Some(n.0)));
             b.column("name", ColType::Text, false, |n| Val::Text(Some(n.1)));
-            let mut app = self.ws.conn.appender("nodes")?;
-            app.append_record_batch(b.finish()?).context("appending to nodes")?;
-            app.flush()?;
+            self.writer.send(append_job("nodes", "new nodes", b.finish()?))?;
         }
         let endpoints: Vec<_> = dicts.new_endpoints().collect();
         if !endpoints.is_empty() {
@@ -488,9 +577,8 @@ impl IngestSession<'_> {
             for (i, f) in schema::ENDPOINT_TEXT_FIELDS.iter().enumerate() {
                 b.column(f, ColType::Text, true, |e| Val::Text(e.1.text[i].as_deref()));
             }
-            let mut app = self.ws.conn.appender("endpoints")?;
-            app.append_record_batch(b.finish()?).context("appending to endpoints")?;
-            app.flush()?;
+            let batch = b.finish()?;
+            self.writer.send(append_job("endpoints", "new endpoints", batch))?;
         }
         Ok(())
     }
@@ -500,54 +588,93 @@ impl IngestSession<'_> {
         self.append_chunk()?;
         self.append_rollup()?;
         self.append_dictionaries()?;
-        let seq: i64 =
-            self.ws
-                .conn
-                .query_row("SELECT coalesce(max(ingest_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
         let now = Timestamp::now().micros();
         let mut report = IngestReport { origin: self.origin.clone(), ..Default::default() };
-        {
-            let mut ins = self.ws.conn.prepare(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
-            )?;
-            for (id, state) in &self.batches {
-                match state {
-                    BatchState::New { key, summary: s } => {
-                        ins.execute(params![
-                            id,
-                            key,
-                            s.source.as_str(),
-                            self.origin,
-                            seq,
-                            now,
-                            s.records,
-                            s.bytes_out,
-                            s.bytes_in,
-                            s.window_start.map(|t| t.micros()),
-                            s.window_end.map(|t| t.micros()),
-                        ])?;
-                        report.records_ingested += s.records;
-                        report.batches_ingested.push(s.clone());
-                    }
-                    BatchState::Existing { records_skipped } => {
-                        report.records_skipped += records_skipped;
-                        report.batches_skipped.push(id.clone());
-                    }
+        let mut rows = Vec::new();
+        for (id, state) in &self.batches {
+            match state {
+                BatchState::New { key, summary: s } => {
+                    rows.push(BatchRow {
+                        batch_id: id.clone(),
+                        key: *key,
+                        source: s.source.as_str(),
+                        origin: self.origin.clone(),
+                        seq: self.ingest_seq,
+                        now,
+                        records: s.records,
+                        bytes_out: s.bytes_out,
+                        bytes_in: s.bytes_in,
+                        window_start: s.window_start.map(|t| t.micros()),
+                        window_end: s.window_end.map(|t| t.micros()),
+                    });
+                    report.records_ingested += s.records;
+                    report.batches_ingested.push(s.clone());
+                }
+                BatchState::Existing { records_skipped } => {
+                    report.records_skipped += records_skipped;
+                    report.batches_skipped.push(id.clone());
                 }
             }
         }
-        self.ws.conn.execute_batch("COMMIT")?;
+        self.writer.send(Box::new(move |c: &Connection| {
+            let mut ins = c.prepare_cached(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
+            )?;
+            for b in rows {
+                ins.execute(params![
+                    b.batch_id,
+                    b.key,
+                    b.source,
+                    b.origin,
+                    b.seq,
+                    b.now,
+                    b.records,
+                    b.bytes_out,
+                    b.bytes_in,
+                    b.window_start,
+                    b.window_end,
+                ])?;
+            }
+            Ok(())
+        }))?;
         self.open = false;
-        self.ws.dicts.as_mut().expect("loaded by begin_ingest").committed();
-        Ok(report)
+        let (conn, result) = self.writer.finish(true);
+        self.ws.writer_conn = conn;
+        let dicts = self.ws.dicts.as_mut().expect("loaded by begin_ingest");
+        match result {
+            Ok(()) => {
+                dicts.committed();
+                Ok(report)
+            }
+            Err(e) => {
+                dicts.rollback();
+                Err(e.context("committing the ingest transaction (nothing of it was stored)"))
+            }
+        }
     }
+}
+
+/// A `batches` row, owned so the writer thread can insert it.
+struct BatchRow {
+    batch_id: String,
+    key: u32,
+    source: &'static str,
+    origin: String,
+    seq: i64,
+    now: i64,
+    records: u64,
+    bytes_out: u64,
+    bytes_in: u64,
+    window_start: Option<i64>,
+    window_end: Option<i64>,
 }
 
 impl Drop for IngestSession<'_> {
     fn drop(&mut self) {
         if self.open {
             // Nothing of an unfinished session may remain; the error, if any, is already on its way up.
-            let _ = self.ws.conn.execute_batch("ROLLBACK;");
+            let (conn, _) = self.writer.finish(false);
+            self.ws.writer_conn = conn;
             if let Some(d) = self.ws.dicts.as_mut() {
                 d.rollback();
             }
@@ -890,5 +1017,46 @@ mod tests {
         for s in Source::ALL {
             assert_eq!(SOURCE_CODES[source_code(*s) as usize], (source_code(*s), s.as_str()));
         }
+    }
+
+    /// A failure on the writer thread (here: the endpoints table is gone) reaches the caller at
+    /// commit, nothing of the session is stored, and the same records ingest once it is fixed.
+    #[test]
+    fn a_failure_in_the_writer_surfaces_and_leaves_nothing() {
+        let mut ws = Workspace::open_in_memory().unwrap();
+        let first: Vec<FlowRecord> = (0..100).map(|i| varied(i, "ok")).collect();
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &first {
+            s.push(r).unwrap();
+        }
+        s.commit().unwrap();
+        ws.conn.execute_batch("DROP VIEW flows; ALTER TABLE endpoints RENAME TO endpoints_away;").unwrap();
+        let bad: Vec<FlowRecord> = (0..50_000)
+            .map(|i| {
+                let mut r = varied(i, "bad");
+                r.remote.pod = Some(format!("new-{}", i % 300));
+                r
+            })
+            .collect();
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &bad {
+            s.push(r).unwrap();
+        }
+        let err = format!("{:#}", s.commit().unwrap_err());
+        assert!(err.contains("endpoints") && err.contains("nothing of it was stored"), "{err}");
+        ws.conn.execute_batch("ALTER TABLE endpoints_away RENAME TO endpoints;").unwrap();
+        ws.conn.execute_batch(&crate::store::schema::create_flows_view_sql()).unwrap();
+        let info = ws.info().unwrap();
+        assert_eq!((info.flow_records, info.batches), (100, 1));
+        assert_eq!(ws.totals().unwrap().0, ws.totals().unwrap().1, "no rollup rows of the failed session");
+        assert_eq!(sorted(read_all(&ws)), sorted(first.clone()));
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in &bad {
+            s.push(r).unwrap();
+        }
+        assert_eq!(s.commit().unwrap().records_ingested, 50_000);
+        let mut all = first;
+        all.extend(bad);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
     }
 }

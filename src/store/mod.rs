@@ -29,6 +29,9 @@ pub struct Workspace {
     path: Option<PathBuf>,
     /// The node and endpoint dictionaries, loaded by the first ingest of this process.
     dicts: Option<dictionary::Dictionaries>,
+    /// The second connection ingest sessions write through (on their writer thread), kept between
+    /// sessions.
+    writer_conn: Option<Connection>,
 }
 
 impl Workspace {
@@ -41,7 +44,7 @@ impl Workspace {
         let conn = Connection::open(path).with_context(|| {
             format!("cannot open workspace {} (is another egressor process writing to it?)", path.display())
         })?;
-        let mut ws = Workspace { conn, path: Some(path.to_path_buf()), dicts: None };
+        let mut ws = Workspace { conn, path: Some(path.to_path_buf()), dicts: None, writer_conn: None };
         ws.migrate(schema::current_version()).with_context(|| format!("workspace {}", path.display()))?;
         Ok(ws)
     }
@@ -49,14 +52,20 @@ impl Workspace {
     /// A workspace file at an older schema version, for migration tests.
     #[cfg(test)]
     pub(crate) fn create_at_version(path: &Path, version: u32) -> Result<Self> {
-        let mut ws = Workspace { conn: Connection::open(path)?, path: Some(path.to_path_buf()), dicts: None };
+        let mut ws = Workspace {
+            conn: Connection::open(path)?,
+            path: Some(path.to_path_buf()),
+            dicts: None,
+            writer_conn: None,
+        };
         ws.migrate(version)?;
         Ok(ws)
     }
 
     /// A throw-away workspace in memory, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self> {
-        let mut ws = Workspace { conn: Connection::open_in_memory()?, path: None, dicts: None };
+        let mut ws =
+            Workspace { conn: Connection::open_in_memory()?, path: None, dicts: None, writer_conn: None };
         ws.migrate(schema::current_version())?;
         Ok(ws)
     }

@@ -403,7 +403,7 @@ fn view_expr(logical: &str) -> String {
 
 /// The `flows` view: flow records as [`flow_columns`] describes them, rebuilt from `flow_rows` and
 /// the dictionaries. Readers never need to know about the storage.
-fn create_flows_view_sql() -> String {
+pub(crate) fn create_flows_view_sql() -> String {
     let cols: Vec<String> =
         flow_columns().iter().map(|c| format!("    {} AS {}", view_expr(c.name), c.name)).collect();
     format!(
