@@ -13,9 +13,11 @@
 //! - the observer's CPU: user+sys of the agent / bandwhich / nethogs process from /proc/PID/stat,
 //!   over the traffic's run only (start-up excluded), in cores;
 //! - the observer's peak RSS (VmHWM);
-//! - with the agent, the probes' own run time from the kernel (`kernel.bpf_stats_enabled`), as a
-//!   share of the iperf3 CPU: the direct measure of what counting costs the traffic, which the
-//!   per-GB CPU difference (a few percent of noise on this machine) cannot resolve.
+//! - in a separate mode, "agent+bpf_stats", the probes' own run time from the kernel
+//!   (`kernel.bpf_stats_enabled`), as a share of the iperf3 CPU. The kernel's timing reads the
+//!   clock twice per probe run, which itself costs the traffic CPU, so it is switched on only in
+//!   that mode: "egressor agent" is the agent exactly as deployed, and the per-byte comparison
+//!   against "none" uses it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,23 +27,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 4] = ["none", "egressor agent", "bandwhich", "nethogs"];
+const AGENT: &str = "egressor agent";
+/// The agent again, with the kernel timing its probes (for their run time only).
+const AGENT_STATS: &str = "agent+bpf_stats";
+const MODES: [&str; 5] = ["none", AGENT, AGENT_STATS, "bandwhich", "nethogs"];
 
 fn main() {
     let secs: u64 = env_or("EGRESSOR_BENCH_SECONDS", 10);
     let rounds: usize = env_or("EGRESSOR_BENCH_ROUNDS", 3);
-    preflight();
-    // The kernel times every probe run while this is on (two clock reads per run, included in
-    // the numbers: the probes' share is a slight overestimate).
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
+    let peers = env_or("EGRESSOR_BENCH_PEERS", 1) != 0;
+    preflight(peers);
+    set_bpf_stats(false);
     let ns = VethPair::new();
     let ticks = clock_ticks();
     println!("{secs} s per run, {rounds} rounds, medians; CPU from rusage and /proc/PID/stat");
     println!("machine: {} CPUs, kernel {}", num_cpus(), kernel());
     // EGRESSOR_BENCH_PEERS=0: only "none" and the agent (more rounds in the same time, for the
     // per-byte comparison); EGRESSOR_BENCH_CHURN=0 skips the connection-rate part.
-    let peers = env_or("EGRESSOR_BENCH_PEERS", 1) != 0;
-    let modes: &[&str] = if peers { &MODES } else { &MODES[..2] };
+    let modes: &[&str] = if peers { &MODES } else { &MODES[..3] };
     for link in ["loopback", "veth"] {
         let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
@@ -56,7 +59,13 @@ fn main() {
     if env_or("EGRESSOR_BENCH_CHURN", 1) != 0 {
         churn(secs, rounds, ticks);
     }
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    set_bpf_stats(false);
+}
+
+/// The kernel times every BPF program run while this is on (two clock reads per run).
+fn set_bpf_stats(on: bool) {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
+        .expect("kernel.bpf_stats_enabled");
 }
 
 #[derive(Clone, Debug, Default)]
@@ -82,11 +91,12 @@ fn print_table(link: &str, modes: &[&str], results: &[Vec<Run>]) {
     let base = median(results[0].iter().map(|r| r.cpu_s_per_gb).collect());
     println!("\niperf3 over {link}:");
     println!(
-        "{:<16} {:>10} {:>16} {:>12} {:>15} {:>10} {:>12} {:>10}",
+        "{:<16} {:>10} {:>16} {:>12} {:>14} {:>15} {:>10} {:>12} {:>10}",
         "observer",
         "Gbit/s",
         "iperf3 CPU s/GB",
         "vs none",
+        "paired",
         "observer cores",
         "RSS MiB",
         "probes/CPU",
@@ -102,7 +112,7 @@ fn print_table(link: &str, modes: &[&str], results: &[Vec<Run>]) {
                 format!("{:.1}", median(runs.iter().map(|r| r.observer_rss_mib).collect())),
             )
         };
-        let (share, ns) = if *mode == "egressor agent" {
+        let (share, ns) = if *mode == AGENT_STATS {
             (
                 format!("{:.2}%", median(runs.iter().map(|r| r.probe_share * 100.0).collect())),
                 format!("{:.0}", median(runs.iter().map(|r| r.probe_ns_per_run).collect())),
@@ -110,12 +120,21 @@ fn print_table(link: &str, modes: &[&str], results: &[Vec<Run>]) {
         } else {
             ("-".to_string(), "-".to_string())
         };
+        // Paired: each round's run against the "none" run of the same round (machine noise
+        // drifts over minutes; neighbours in time share it), median over rounds.
+        let paired = median(
+            runs.iter()
+                .zip(&results[0])
+                .map(|(r, n)| (r.cpu_s_per_gb / n.cpu_s_per_gb - 1.0) * 100.0)
+                .collect(),
+        );
         println!(
-            "{:<16} {:>10.1} {:>16.4} {:>+11.1}% {:>15} {:>10} {:>12} {:>10}",
+            "{:<16} {:>10.1} {:>16.4} {:>+11.1}% {:>+13.1}% {:>15} {:>10} {:>12} {:>10}",
             mode,
             median(runs.iter().map(|r| r.gbit_s).collect()),
             cpu,
             (cpu / base - 1.0) * 100.0,
+            paired,
             cores,
             rss,
             share,
@@ -141,7 +160,7 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     let tmp = tempfile::tempdir().unwrap();
     let mut observer: Option<Child> = match mode {
         "none" => None,
-        "egressor agent" => Some(start_agent(tmp.path(), port + 1000)),
+        AGENT | AGENT_STATS => Some(start_agent(tmp.path(), port + 1000)),
         // The peers capture on the interface the traffic crosses, in its namespace.
         "bandwhich" => Some(
             in_ns(client_ns, "bandwhich", &["--interface", dev, "--raw"])
@@ -159,11 +178,14 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
         ),
         _ => unreachable!(),
     };
-    if observer.is_some() && mode != "egressor agent" {
+    if observer.is_some() && mode != AGENT && mode != AGENT_STATS {
         std::thread::sleep(Duration::from_secs(1)); // let it open its capture
     }
     let obs_pid = observer.as_ref().map(Child::id);
-    let probes0 = (mode == "egressor agent").then(probe_stats);
+    if mode == AGENT_STATS {
+        set_bpf_stats(true);
+    }
+    let probes0 = (mode == AGENT_STATS).then(probe_stats);
     let cpu0 = obs_pid.map(|p| proc_cpu_s(p, ticks));
     let client = in_ns(
         client_ns,
@@ -179,7 +201,8 @@ fn iperf_run(link: &str, mode: &str, secs: u64, ns: &VethPair, ticks: f64) -> Ru
     stdout.read_to_string(&mut out).unwrap();
     let client_cpu = wait_rusage(client_pid);
     let cpu1 = obs_pid.map(|p| proc_cpu_s(p, ticks));
-    let probes1 = (mode == "egressor agent").then(probe_stats);
+    let probes1 = (mode == AGENT_STATS).then(probe_stats);
+    set_bpf_stats(false);
     let rss = obs_pid.map(vm_hwm_mib).unwrap_or(0.0);
     if let Some(c) = observer.as_mut() {
         assert!(c.try_wait().unwrap().is_none(), "{mode} exited during the run: its numbers would be void");
@@ -311,10 +334,16 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-fn preflight() {
+/// `peers`: bandwhich and nethogs are needed too.
+fn preflight(peers: bool) {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the agent benchmark loads eBPF programs: run it as root");
-    for tool in ["iperf3", "bandwhich", "nethogs", "ip", "bpftool"] {
+    let tools: &[&str] = if peers {
+        &["iperf3", "ip", "bpftool", "bandwhich", "nethogs"]
+    } else {
+        &["iperf3", "ip", "bpftool"]
+    };
+    for tool in tools {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
         assert!(
             found.status.success(),
