@@ -156,7 +156,7 @@ impl Dictionaries {
         let mask = if local { &self.local_mask } else { &self.remote_mask };
         let party = Party {
             local,
-            ip: e.ip.to_canonical(),
+            ip: e.ip,
             text: std::array::from_fn(|i| if mask[i] { e.text[i].clone() } else { None }),
         };
         let pid = match self.party_ids.get(&party) {

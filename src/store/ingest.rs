@@ -781,6 +781,10 @@ mod tests {
             if i % 5 == 0 {
                 r.remote = crate::model::Endpoint::addr("2600:1f18::17".parse().unwrap(), 443);
                 r.ip_version = 6;
+            } else if i % 11 == 0 {
+                // An IPv4-mapped address is stored as written, in raw rows and rollup alike.
+                r.remote = crate::model::Endpoint::addr("::ffff:52.216.8.20".parse().unwrap(), 443);
+                r.ip_version = 6;
             }
             if i % 4 == 0 {
                 r.local.namespace = Some(format!("ns-{}", i % 3));
