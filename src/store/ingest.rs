@@ -346,6 +346,8 @@ pub struct IngestReport {
 struct Writer {
     jobs: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<(Connection, Result<()>)>>,
+    /// The connection of a thread that stopped early, until [`Writer::finish`] hands it back.
+    stopped: Option<Connection>,
 }
 
 type Job = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
@@ -364,10 +366,15 @@ impl Writer {
                     Ok(())
                 };
                 let result = run();
+                if result.is_err() {
+                    // Whatever failed (an append, an insert, the commit itself), nothing of the
+                    // session may remain; a no-op if the transaction already ended.
+                    let _ = conn.execute_batch("ROLLBACK;");
+                }
                 (conn, result)
             })
             .expect("spawning the ingest writer thread");
-        Writer { jobs: Some(tx), thread: Some(thread) }
+        Writer { jobs: Some(tx), thread: Some(thread), stopped: None }
     }
 
     /// Queues a job; if the writer has stopped on an error, returns that error.
@@ -375,7 +382,8 @@ impl Writer {
         let tx = self.jobs.as_ref().expect("writer still open");
         if tx.send(job).is_err() {
             // The thread ended early: its error is the one to report.
-            let (_, result) = self.finish_thread();
+            let (conn, result) = self.finish_thread();
+            self.stopped = conn;
             result?;
             bail!("the ingest writer stopped without an error");
         }
@@ -394,7 +402,7 @@ impl Writer {
     /// Commits (`commit = true`) or rolls back, and hands the connection back for the next session.
     fn finish(&mut self, commit: bool) -> (Option<Connection>, Result<()>) {
         if self.thread.is_none() {
-            return (None, Err(anyhow!("the ingest writer already finished")));
+            return (self.stopped.take(), Err(anyhow!("the ingest writer already finished")));
         }
         let end = if commit { "COMMIT;" } else { "ROLLBACK;" };
         // The end of the transaction is the last job; if the queue is closed the writer failed.
@@ -408,10 +416,6 @@ impl Writer {
             (_, Err(e)) => Err(e),
             (_, Ok(())) => Err(anyhow!("the ingest writer stopped without an error")),
         };
-        if let (Err(_), Some(c)) = (&result, &conn) {
-            // Whatever failed, nothing of the session may remain (a no-op if already ended).
-            let _ = c.execute_batch("ROLLBACK;");
-        }
         (conn, result)
     }
 }
@@ -864,12 +868,42 @@ mod tests {
         r
     }
 
+    /// Appends records to a version 1 `flows` table, as egressor of schema 1 stored them.
+    fn write_v1_rows(ws: &Workspace, records: &[FlowRecord]) {
+        use crate::store::schema::{Val, flow_columns};
+        use duckdb::types::{TimeUnit, Value};
+        let mut app = ws.conn.appender("flows").unwrap();
+        for r in records {
+            let row: Vec<Value> = flow_columns()
+                .iter()
+                .map(|c| match (c.get)(r) {
+                    Val::Ts(t) => Value::Timestamp(TimeUnit::Microsecond, t),
+                    Val::Text(t) => t.map_or(Value::Null, |t| Value::Text(t.into())),
+                    Val::Ip(ip) => Value::Text(ip.to_string()),
+                    Val::U8(v) => Value::UTinyInt(v),
+                    Val::U16(v) => v.map_or(Value::Null, Value::USmallInt),
+                    Val::U32(v) => v.map_or(Value::Null, Value::UInt),
+                    Val::U64(v) => Value::UBigInt(v),
+                })
+                .collect();
+            app.append_row(duckdb::appender_params_from_iter(row)).unwrap();
+        }
+        app.flush().unwrap();
+    }
+
+    /// One committed ingest session of `records`.
+    fn ingest(ws: &mut Workspace, records: &[FlowRecord]) -> super::IngestReport {
+        let mut s = ws.begin_ingest("test").unwrap();
+        for r in records {
+            s.push(r).unwrap();
+        }
+        s.commit().unwrap()
+    }
+
     /// A workspace written at schema version 1 (strings in `flows`) opens at version 2 with every
     /// record, batch and rollup row intact, and ingest continues from there.
     #[test]
     fn a_version_1_workspace_migrates_with_every_record_intact() {
-        use crate::store::schema::{Val, flow_columns};
-        use duckdb::types::{TimeUnit, Value};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.duckdb");
         let records: Vec<FlowRecord> =
@@ -877,24 +911,7 @@ mod tests {
         {
             let ws = Workspace::create_at_version(&path, 1).unwrap();
             assert_eq!(ws.schema_version().unwrap(), 1);
-            let mut app = ws.conn.appender("flows").unwrap();
-            for r in &records {
-                let row: Vec<Value> = flow_columns()
-                    .iter()
-                    .map(|c| match (c.get)(r) {
-                        Val::Ts(t) => Value::Timestamp(TimeUnit::Microsecond, t),
-                        Val::Text(t) => t.map_or(Value::Null, |t| Value::Text(t.into())),
-                        Val::Ip(ip) => Value::Text(ip.to_string()),
-                        Val::U8(v) => Value::UTinyInt(v),
-                        Val::U16(v) => v.map_or(Value::Null, Value::USmallInt),
-                        Val::U32(v) => v.map_or(Value::Null, Value::UInt),
-                        Val::U64(v) => Value::UBigInt(v),
-                    })
-                    .collect();
-                app.append_row(duckdb::appender_params_from_iter(row)).unwrap();
-            }
-            app.flush().unwrap();
-            drop(app);
+            write_v1_rows(&ws, &records);
             for (seq, b) in ["a", "bb", "ccc"].iter().enumerate() {
                 ws.conn
                     .execute(
@@ -936,17 +953,39 @@ mod tests {
         assert_eq!(sorted(read_all(&ws)), sorted(all));
     }
 
+    /// A version 1 workspace that the migration cannot carry over whole (a flow whose batch is not
+    /// in `batches`) is refused with the reason and left exactly as it was.
+    #[test]
+    fn a_migration_that_would_lose_rows_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.duckdb");
+        {
+            let ws = Workspace::create_at_version(&path, 1).unwrap();
+            write_v1_rows(&ws, &[varied(0, "kept"), varied(1, "orphan")]);
+            ws.conn
+                .execute_batch(
+                    "INSERT INTO batches VALUES ('kept', 'import', 'test', 1, now()::TIMESTAMP, 1, 0, 0, NULL, NULL)",
+                )
+                .unwrap();
+        }
+        let err = format!("{:#}", Workspace::open(&path).err().expect("the migration must refuse"));
+        assert!(
+            err.contains("1 flow row(s) could not be carried over") && err.contains("unchanged"),
+            "{err}"
+        );
+        let ws = Workspace::create_at_version(&path, 1).unwrap();
+        assert_eq!(ws.schema_version().unwrap(), 1);
+        let rows: i64 = ws.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2, "both version 1 rows are still there");
+    }
+
     /// The dictionary entries of a session that rolls back are forgotten with it: the next session
     /// gets the same ids for other endpoints and every record reads back as written.
     #[test]
     fn dictionary_entries_of_a_rolled_back_session_do_not_leak() {
         let mut ws = Workspace::open_in_memory().unwrap();
         let first: Vec<FlowRecord> = (0..300).map(|i| varied(i, "one")).collect();
-        let mut s = ws.begin_ingest("test").unwrap();
-        for r in &first {
-            s.push(r).unwrap();
-        }
-        s.commit().unwrap();
+        ingest(&mut ws, &first);
         {
             let mut s = ws.begin_ingest("test").unwrap();
             for i in 0..300 {
@@ -965,11 +1004,7 @@ mod tests {
                 r
             })
             .collect();
-        let mut s = ws.begin_ingest("test").unwrap();
-        for r in &later {
-            s.push(r).unwrap();
-        }
-        s.commit().unwrap();
+        ingest(&mut ws, &later);
         let mut all = first;
         all.append(&mut later);
         assert_eq!(sorted(read_all(&ws)), sorted(all.clone()));
@@ -986,11 +1021,7 @@ mod tests {
         // A new process loads the dictionaries from the tables and resolves the same ids.
         ws.dicts = None;
         let third: Vec<FlowRecord> = (0..50).map(|i| varied(i, "three")).collect();
-        let mut s = ws.begin_ingest("test").unwrap();
-        for r in &third {
-            s.push(r).unwrap();
-        }
-        s.commit().unwrap();
+        ingest(&mut ws, &third);
         all.extend(third);
         assert_eq!(sorted(read_all(&ws)), sorted(all));
         let endpoints_after: i64 =
@@ -1029,11 +1060,7 @@ mod tests {
     fn a_failure_in_the_writer_surfaces_and_leaves_nothing() {
         let mut ws = Workspace::open_in_memory().unwrap();
         let first: Vec<FlowRecord> = (0..100).map(|i| varied(i, "ok")).collect();
-        let mut s = ws.begin_ingest("test").unwrap();
-        for r in &first {
-            s.push(r).unwrap();
-        }
-        s.commit().unwrap();
+        ingest(&mut ws, &first);
         ws.conn.execute_batch("DROP VIEW flows; ALTER TABLE endpoints RENAME TO endpoints_away;").unwrap();
         let bad: Vec<FlowRecord> = (0..50_000)
             .map(|i| {
@@ -1054,11 +1081,7 @@ mod tests {
         assert_eq!((info.flow_records, info.batches), (100, 1));
         assert_eq!(ws.totals().unwrap().0, ws.totals().unwrap().1, "no rollup rows of the failed session");
         assert_eq!(sorted(read_all(&ws)), sorted(first.clone()));
-        let mut s = ws.begin_ingest("test").unwrap();
-        for r in &bad {
-            s.push(r).unwrap();
-        }
-        assert_eq!(s.commit().unwrap().records_ingested, 50_000);
+        assert_eq!(ingest(&mut ws, &bad).records_ingested, 50_000);
         let mut all = first;
         all.extend(bad);
         assert_eq!(sorted(read_all(&ws)), sorted(all));

@@ -44,7 +44,7 @@ impl Workspace {
         let conn = Connection::open(path).with_context(|| {
             format!("cannot open workspace {} (is another egressor process writing to it?)", path.display())
         })?;
-        let mut ws = Workspace { conn, path: Some(path.to_path_buf()), dicts: None, writer_conn: None };
+        let mut ws = Workspace::from_conn(conn, Some(path));
         ws.migrate(schema::current_version()).with_context(|| format!("workspace {}", path.display()))?;
         Ok(ws)
     }
@@ -52,20 +52,18 @@ impl Workspace {
     /// A workspace file at an older schema version, for migration tests.
     #[cfg(test)]
     pub(crate) fn create_at_version(path: &Path, version: u32) -> Result<Self> {
-        let mut ws = Workspace {
-            conn: Connection::open(path)?,
-            path: Some(path.to_path_buf()),
-            dicts: None,
-            writer_conn: None,
-        };
+        let mut ws = Workspace::from_conn(Connection::open(path)?, Some(path));
         ws.migrate(version)?;
         Ok(ws)
     }
 
+    fn from_conn(conn: Connection, path: Option<&Path>) -> Self {
+        Workspace { conn, path: path.map(Path::to_path_buf), dicts: None, writer_conn: None }
+    }
+
     /// A throw-away workspace in memory, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self> {
-        let mut ws =
-            Workspace { conn: Connection::open_in_memory()?, path: None, dicts: None, writer_conn: None };
+        let mut ws = Workspace::from_conn(Connection::open_in_memory()?, None);
         ws.migrate(schema::current_version())?;
         Ok(ws)
     }

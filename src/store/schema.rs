@@ -481,7 +481,9 @@ INSERT INTO flow_rows SELECT {inserts}
     JOIN endpoints r ON {join_r}
     JOIN batches b ON b.batch_id = f.batch_id;
 SELECT CASE WHEN (SELECT count(*) FROM flows) <> (SELECT count(*) FROM flow_rows)
-    THEN error('migration to schema 2: not every flow row could be carried over (a flow without its batch?)')
+    THEN error('migration to schema 2: ' || ((SELECT count(*) FROM flows) - (SELECT count(*) FROM flow_rows))
+        || ' flow row(s) could not be carried over (their batch_id is missing from table batches); '
+        || 'the workspace is unchanged at version 1: export it with the egressor that wrote it')
     END;
 DROP TABLE flows;
 {view}",
