@@ -5,7 +5,9 @@
 //! The workspace keeps them in memory once loaded (one process writes a workspace at a time: DuckDB
 //! locks the file), so ingest resolves a record's endpoints with two hash lookups and no query.
 //! Entries added by an ingest session are written in its transaction; if the session rolls back they
-//! are forgotten again ([`Dictionaries::rollback`]), so ids always match the stored tables.
+//! are forgotten again ([`Dictionaries::rollback_to`]), so ids always match the stored tables. A
+//! session may start while the one before it is still committing (a pull's next page): it builds on
+//! that session's entries, so if that commit fails, both are forgotten.
 //!
 //! For the hourly rollup each endpoint also maps to its *party*: the subset of its fields that
 //! [`ROLLUP_DIMENSIONS`] keep for its side. Party ids live only in memory.
@@ -177,35 +179,51 @@ impl Dictionaries {
         pid
     }
 
-    /// Nodes added since the last commit, with their ids.
-    pub fn new_nodes(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.node_names[self.committed_nodes..]
+    /// Nodes added since `from` (a session's start), with their ids.
+    pub fn new_nodes(&self, from: Mark) -> impl Iterator<Item = (u32, &str)> {
+        self.node_names[from.nodes..].iter().enumerate().map(move |(i, n)| ((from.nodes + i) as u32, &**n))
+    }
+
+    /// Endpoints added since `from` (a session's start), with their ids.
+    pub fn new_endpoints(&self, from: Mark) -> impl Iterator<Item = (u32, &StoredEndpoint)> {
+        self.endpoints[from.endpoints..]
             .iter()
             .enumerate()
-            .map(|(i, n)| ((self.committed_nodes + i) as u32, &**n))
+            .map(move |(i, e)| ((from.endpoints + i) as u32, e))
     }
 
-    /// Endpoints added since the last commit, with their ids.
-    pub fn new_endpoints(&self) -> impl Iterator<Item = (u32, &StoredEndpoint)> {
-        self.endpoints[self.committed_endpoints..]
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((self.committed_endpoints + i) as u32, e))
+    /// Where the entries added from now on start (a session's start, or its end once it is sent to
+    /// commit).
+    pub fn mark(&self) -> Mark {
+        Mark { nodes: self.node_names.len(), endpoints: self.endpoints.len() }
     }
 
-    /// The session's entries are now in the tables.
-    pub fn committed(&mut self) {
-        self.committed_nodes = self.node_names.len();
-        self.committed_endpoints = self.endpoints.len();
+    /// Entries below `mark` are now in the tables (a session ending there committed).
+    pub fn committed_to(&mut self, mark: Mark) {
+        self.committed_nodes = self.committed_nodes.max(mark.nodes);
+        self.committed_endpoints = self.committed_endpoints.max(mark.endpoints);
     }
 
-    /// Forgets the entries of a session that did not commit.
-    pub fn rollback(&mut self) {
-        let (n, e) = (self.committed_nodes, self.committed_endpoints);
-        for name in self.node_names.drain(n..) {
-            self.node_ids.remove(&name);
+    /// Forgets the entries from `mark` on: those of a session that did not commit, and of any session
+    /// after it (their rows may refer to them, so they cannot commit either). Committed entries stay.
+    pub fn rollback_to(&mut self, mark: Mark) {
+        let n = mark.nodes.max(self.committed_nodes);
+        let e = mark.endpoints.max(self.committed_endpoints);
+        if n < self.node_names.len() {
+            for name in self.node_names.drain(n..) {
+                self.node_ids.remove(&name);
+            }
         }
-        self.endpoints.truncate(e);
-        self.endpoint_index.retain(|&mut id| (id as usize) < e);
+        if e < self.endpoints.len() {
+            self.endpoints.truncate(e);
+            self.endpoint_index.retain(|&mut id| (id as usize) < e);
+        }
     }
+}
+
+/// A position in the dictionaries: how many nodes and endpoints there were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Mark {
+    nodes: usize,
+    endpoints: usize,
 }

@@ -15,7 +15,7 @@
 //! nothing behind.
 
 use super::Workspace;
-use super::dictionary::Dictionaries;
+use super::dictionary::{Dictionaries, Mark};
 use super::schema::{self, ColType, RowIds, Val};
 use crate::model::fxhash::FxBuild;
 use crate::model::{FlowRecord, Initiator, Source, Timestamp};
@@ -28,10 +28,10 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{Connection, params};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 /// Rows converted to Arrow before they are handed to DuckDB in one append.
@@ -340,85 +340,150 @@ pub struct IngestReport {
 /// The DuckDB side of an ingest session, on its own thread with its own connection to the
 /// workspace: it opens the transaction, runs the appends and inserts it is sent, in order, and
 /// commits or rolls back. The session's thread meanwhile resolves and converts the next records, so
-/// on two cores converting and storing overlap (ADR 0005). The queue is short, so at most a few
-/// chunks are in memory. The first error ends the thread; the session sees it at its next send or
-/// at commit.
+/// on two cores converting and storing overlap (ADR 0005).
+///
+/// Each session has its own writer thread, which first waits for the one before it and takes over
+/// its connection: transactions run one after another, in session order, while the next session can
+/// already convert its records during the previous commit ([`IngestSession::commit_in_background`],
+/// which `pull` uses across pages). Such a session builds on the dictionary entries of the one still
+/// committing, so if that commit fails it is refused too, never stored with ids that point nowhere.
 struct Writer {
-    jobs: Option<SyncSender<Job>>,
-    thread: Option<JoinHandle<(Connection, Result<()>)>>,
-    /// The connection of a thread that stopped early, until [`Writer::finish`] hands it back.
-    stopped: Option<Connection>,
+    jobs: Option<SyncSender<Msg>>,
+    /// The session's outcome, sent once by the thread: `Ok` when committed.
+    done: Option<Receiver<Result<()>>>,
+    /// A send failed: the thread stopped on an error.
+    failed: bool,
+}
+
+enum Msg {
+    Job(Job),
+    Commit,
 }
 
 type Job = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
 
+/// What a writer thread hands to the next one: the connection (`None` if the thread panicked), and
+/// whether a session converted while this one was in flight may commit (false if this one failed).
+type Handoff = (Option<Connection>, bool);
+
+/// The workspace's writer connection between sessions: idle, or owned by the last session's thread.
+pub(super) enum WriterLink {
+    Idle(Connection),
+    Busy(JoinHandle<Handoff>),
+}
+
+/// Jobs queued ahead of the writer: enough for a whole page of a pull (100,000 records are about
+/// seven chunks and a few dictionary and rollup appends) to be converted while the previous page
+/// commits; each chunk holds a few hundred KiB.
+const WRITER_QUEUE: usize = 16;
+
 impl Writer {
-    fn start(conn: Connection) -> Writer {
-        let (tx, rx) = sync_channel::<Job>(2);
+    /// Starts the session's writer thread behind `prev`; returns it and the link for the next one.
+    fn start(prev: WriterLink) -> (Writer, JoinHandle<Handoff>) {
+        let (tx, rx) = sync_channel::<Msg>(WRITER_QUEUE);
+        let (done_tx, done) = channel::<Result<()>>();
         let thread = std::thread::Builder::new()
             .name("egressor-ingest".into())
-            .spawn(move || {
-                let run = || -> Result<()> {
-                    conn.execute_batch("BEGIN TRANSACTION;")?;
-                    for job in rx {
-                        job(&conn)?;
-                    }
-                    Ok(())
+            .spawn(move || -> Handoff {
+                let (conn, prev_ok) = match prev {
+                    WriterLink::Idle(c) => (Some(c), true),
+                    WriterLink::Busy(h) => h.join().unwrap_or((None, false)),
                 };
-                let result = run();
-                if result.is_err() {
-                    // Whatever failed (an append, an insert, the commit itself), nothing of the
-                    // session may remain; a no-op if the transaction already ended.
-                    let _ = conn.execute_batch("ROLLBACK;");
+                let Some(conn) = conn else {
+                    let _ = done_tx.send(Err(anyhow!("the ingest writer thread before this one panicked")));
+                    return (None, false);
+                };
+                if !prev_ok {
+                    let _ = done_tx.send(Err(anyhow!(
+                        "not stored: it was converted while the ingest before it was committing, and that commit failed"
+                    )));
+                    return (Some(conn), false);
                 }
-                (conn, result)
+                let run = || -> Result<bool> {
+                    conn.execute_batch("BEGIN TRANSACTION;")?;
+                    for msg in rx {
+                        match msg {
+                            Msg::Job(job) => job(&conn)?,
+                            Msg::Commit => {
+                                conn.execute_batch("COMMIT;")?;
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    Ok(false)
+                };
+                let (result, chain_ok) = match run() {
+                    Ok(true) => (Ok(()), true),
+                    Ok(false) => {
+                        // The session was dropped without commit: nothing depends on it.
+                        let _ = conn.execute_batch("ROLLBACK;");
+                        (Err(anyhow!("the ingest session ended without commit and was rolled back")), true)
+                    }
+                    Err(e) => {
+                        // Whatever failed (an append, an insert, the commit itself), nothing of the
+                        // session may remain; a no-op if the transaction already ended.
+                        let _ = conn.execute_batch("ROLLBACK;");
+                        (Err(e), false)
+                    }
+                };
+                let _ = done_tx.send(result);
+                (Some(conn), chain_ok)
             })
             .expect("spawning the ingest writer thread");
-        Writer { jobs: Some(tx), thread: Some(thread), stopped: None }
+        (Writer { jobs: Some(tx), done: Some(done), failed: false }, thread)
     }
 
-    /// Queues a job; if the writer has stopped on an error, returns that error.
-    fn send(&mut self, job: Job) -> Result<()> {
-        let tx = self.jobs.as_ref().expect("writer still open");
-        if tx.send(job).is_err() {
+    /// Queues a message; if the writer has stopped on an error, returns that error.
+    fn send(&mut self, msg: Msg) -> Result<()> {
+        let tx = self.jobs.as_ref().ok_or_else(|| anyhow!("the ingest session is already finished"))?;
+        if tx.send(msg).is_err() {
             // The thread ended early: its error is the one to report.
-            let (conn, result) = self.finish_thread();
-            self.stopped = conn;
-            result?;
-            bail!("the ingest writer stopped without an error");
+            self.failed = true;
+            self.jobs = None;
+            let outcome = self.done.take().map(|d| d.recv());
+            return match outcome {
+                Some(Ok(Err(e))) => Err(e),
+                _ => Err(anyhow!("the ingest writer stopped without an error")),
+            };
         }
         Ok(())
     }
 
-    fn finish_thread(&mut self) -> (Option<Connection>, Result<()>) {
-        self.jobs = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok((conn, result))) => (Some(conn), result),
-            Some(Err(_)) => (None, Err(anyhow!("the ingest writer thread panicked"))),
-            None => (None, Err(anyhow!("the ingest writer already finished"))),
-        }
-    }
-
-    /// Commits (`commit = true`) or rolls back, and hands the connection back for the next session.
-    fn finish(&mut self, commit: bool) -> (Option<Connection>, Result<()>) {
-        if self.thread.is_none() {
-            return (self.stopped.take(), Err(anyhow!("the ingest writer already finished")));
-        }
-        let end = if commit { "COMMIT;" } else { "ROLLBACK;" };
-        // The end of the transaction is the last job; if the queue is closed the writer failed.
-        let sent = self
-            .jobs
-            .as_ref()
-            .map(|tx| tx.send(Box::new(move |c: &Connection| Ok(c.execute_batch(end)?))).is_ok());
-        let (conn, result) = self.finish_thread();
-        let result = match (sent, result) {
-            (Some(true), r) => r,
-            (_, Err(e)) => Err(e),
-            (_, Ok(())) => Err(anyhow!("the ingest writer stopped without an error")),
-        };
-        (conn, result)
+    fn job(&mut self, job: Job) -> Result<()> {
+        self.send(Msg::Job(job))
     }
 }
+
+/// A session sent to commit, not yet waited for.
+pub(super) struct InFlight {
+    ticket: u64,
+    done: Receiver<Result<()>>,
+    report: IngestReport,
+    /// The dictionaries where the session started and ended.
+    start: Mark,
+    end: Mark,
+    batch_ids: Vec<String>,
+    /// What the session after it continues from.
+    next_batch_key: u32,
+    next_ingest_seq: i64,
+}
+
+/// Sessions sent to commit and not yet waited for, oldest first (a pull's pages).
+#[derive(Default)]
+pub(super) struct InFlightQueue {
+    queue: VecDeque<InFlight>,
+    /// Their batch ids: a later session treats them as already stored (and is refused with them if
+    /// they fail).
+    batch_ids: HashSet<String>,
+    next_ticket: u64,
+    /// Tickets up to this one were refused because a commit before or at them failed.
+    failed_through: Option<u64>,
+}
+
+/// A commit on its way: [`Workspace::wait_ingest`] says whether it is stored.
+#[must_use = "an ingest is only known to be stored once wait_ingest says so"]
+#[derive(Debug)]
+pub struct PendingIngest(u64);
 
 /// One transaction's worth of ingest. Dropping it without [`IngestSession::commit`] rolls back (the
 /// transaction and the dictionary entries it added).
@@ -431,6 +496,8 @@ pub struct IngestSession<'w> {
     next_batch_key: u32,
     ingest_seq: i64,
     writer: Writer,
+    /// The dictionaries when the session started: its new entries are those after it.
+    start: Mark,
     open: bool,
 }
 
@@ -440,27 +507,106 @@ impl Workspace {
         if self.dicts.is_none() {
             self.dicts = Some(Dictionaries::load(&self.conn).context("loading the workspace dictionaries")?);
         }
-        // The next batch key and ingest sequence number, from what is committed; statements are
-        // cached, since a pull runs a session per page and planning would be a visible share of it.
-        let (next_key, seq): (Option<i64>, i64) = self
-            .conn
-            .prepare_cached("SELECT max(batch_key), coalesce(max(ingest_seq), 0) + 1 FROM batches")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let conn = match self.writer_conn.take() {
-            Some(c) => c,
-            None => self.conn.try_clone().context("opening the ingest connection")?,
+        // The next batch key and ingest sequence number: after the last session still committing, or
+        // from what is committed (cached statement: a pull runs a session per page).
+        let (next_batch_key, ingest_seq) = match self.in_flight.queue.back() {
+            Some(last) => (last.next_batch_key, last.next_ingest_seq),
+            None => {
+                let (key, seq): (Option<i64>, i64) = self
+                    .conn
+                    .prepare_cached("SELECT max(batch_key), coalesce(max(ingest_seq), 0) + 1 FROM batches")?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                (key.map_or(0, |k| k as u32 + 1), seq)
+            }
         };
+        let link = match self.writer.take() {
+            Some(link) => link,
+            None => WriterLink::Idle(self.conn.try_clone().context("opening the ingest connection")?),
+        };
+        let (writer, thread) = Writer::start(link);
+        self.writer = Some(WriterLink::Busy(thread));
+        let start = self.dicts.as_ref().expect("loaded above").mark();
         Ok(IngestSession {
             ws: self,
             origin: origin.to_string(),
             chunk: RowChunk::new(),
             rollup: Rollup::new(),
             batches: BTreeMap::new(),
-            next_batch_key: next_key.map_or(0, |k| k as u32 + 1),
-            ingest_seq: seq,
-            writer: Writer::start(conn),
+            next_batch_key,
+            ingest_seq,
+            writer,
+            start,
             open: true,
         })
+    }
+
+    /// Waits until `pending` (and every commit sent before it) is stored, and returns its report.
+    /// If a commit failed, the sessions sent after it are refused with it: their records were
+    /// converted on top of it. Nothing of a refused session is stored.
+    pub fn wait_ingest(&mut self, pending: PendingIngest) -> Result<IngestReport> {
+        let PendingIngest(ticket) = pending;
+        while let Some(f) = self.in_flight.queue.pop_front() {
+            let outcome = f
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(anyhow!("the ingest writer thread ended without an answer")));
+            for id in &f.batch_ids {
+                self.in_flight.batch_ids.remove(id);
+            }
+            let dicts = self.dicts.as_mut().expect("loaded by begin_ingest");
+            match outcome {
+                Ok(()) => {
+                    dicts.committed_to(f.end);
+                    if f.ticket == ticket {
+                        return Ok(f.report);
+                    }
+                }
+                Err(e) => {
+                    dicts.rollback_to(f.start);
+                    let last = self.in_flight.queue.back().map_or(f.ticket, |l| l.ticket);
+                    self.in_flight.queue.clear();
+                    self.in_flight.batch_ids.clear();
+                    self.in_flight.failed_through = Some(last);
+                    self.reset_writer();
+                    let e = e.context("committing the ingest transaction (nothing of it was stored)");
+                    if f.ticket == ticket {
+                        return Err(e);
+                    }
+                    return Err(e.context(
+                        "an ingest sent to commit before this one failed, so this one was not stored either",
+                    ));
+                }
+            }
+        }
+        match self.in_flight.failed_through {
+            Some(t) if ticket <= t => {
+                bail!("not stored: an ingest sent to commit before or with this one failed (reported then)")
+            }
+            _ => bail!("ingest {ticket} was already waited for"),
+        }
+    }
+
+    /// Waits for every commit sent (before closing the workspace, or reading what they stored).
+    pub fn wait_all_ingests(&mut self) -> Result<()> {
+        match self.in_flight.queue.back() {
+            Some(last) => self.wait_ingest(PendingIngest(last.ticket)).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// After a failure: lets every writer thread finish (each in-flight one is refused in turn) and
+    /// takes the connection back, so that the next session starts clean rather than behind a
+    /// failed one.
+    fn reset_writer(&mut self) {
+        match self.writer.take() {
+            Some(WriterLink::Busy(h)) => {
+                // A thread that panicked takes its connection with it: the next session opens one.
+                if let Ok((Some(conn), _)) = h.join() {
+                    self.writer = Some(WriterLink::Idle(conn));
+                }
+            }
+            idle => self.writer = idle,
+        }
     }
 }
 
@@ -536,8 +682,12 @@ impl IngestSession<'_> {
         Ok(())
     }
 
-    /// Batches are looked up once per session; ingest sessions hold a handful of batches.
+    /// Batches are looked up once per session; ingest sessions hold a handful of batches. A batch of
+    /// a session still committing counts as stored (if that commit fails, this session fails too).
     fn batch_exists(&mut self, batch_id: &str) -> Result<bool> {
+        if self.ws.in_flight.batch_ids.contains(batch_id) {
+            return Ok(true);
+        }
         let n: i64 = self
             .ws
             .conn
@@ -551,14 +701,13 @@ impl IngestSession<'_> {
             return Ok(());
         }
         let batch = self.chunk.finish()?;
-        self.writer.send(append_job("flow_rows", "flow records", batch))?;
-        Ok(())
+        self.writer.job(append_job("flow_rows", "flow records", batch))
     }
 
     fn append_rollup(&mut self) -> Result<()> {
         let dicts = self.ws.dicts.as_ref().expect("loaded by begin_ingest");
         if let Some(batch) = self.rollup.take_batch(dicts)? {
-            self.writer.send(append_job("flows_hourly", "hourly rollup rows", batch))?;
+            self.writer.job(append_job("flows_hourly", "hourly rollup rows", batch))?;
         }
         Ok(())
     }
@@ -566,14 +715,14 @@ impl IngestSession<'_> {
     /// Writes the nodes and endpoints this session added to the dictionaries.
     fn append_dictionaries(&mut self) -> Result<()> {
         let dicts = self.ws.dicts.as_ref().expect("loaded by begin_ingest");
-        let nodes: Vec<(u32, &str)> = dicts.new_nodes().collect();
+        let nodes: Vec<(u32, &str)> = dicts.new_nodes(self.start).collect();
         if !nodes.is_empty() {
             let mut b = BatchBuilder::new(&nodes);
             b.column("node_id", ColType::U32, false, |n| Val::U32(Some(n.0)));
             b.column("name", ColType::Text, false, |n| Val::Text(Some(n.1)));
-            self.writer.send(append_job("nodes", "new nodes", b.finish()?))?;
+            self.writer.job(append_job("nodes", "new nodes", b.finish()?))?;
         }
-        let endpoints: Vec<_> = dicts.new_endpoints().collect();
+        let endpoints: Vec<_> = dicts.new_endpoints(self.start).collect();
         if !endpoints.is_empty() {
             let mut b = BatchBuilder::new(&endpoints);
             b.column("endpoint_id", ColType::U32, false, |e| Val::U32(Some(e.0)));
@@ -582,19 +731,33 @@ impl IngestSession<'_> {
                 b.column(f, ColType::Text, true, |e| Val::Text(e.1.text[i].as_deref()));
             }
             let batch = b.finish()?;
-            self.writer.send(append_job("endpoints", "new endpoints", batch))?;
+            self.writer.job(append_job("endpoints", "new endpoints", batch))?;
         }
         Ok(())
     }
 
-    /// Makes the session's batches durable, all or nothing.
+    /// Makes the session's batches durable, all or nothing, and waits until they are.
     pub fn commit(mut self) -> Result<IngestReport> {
-        self.append_chunk()?;
-        self.append_rollup()?;
-        self.append_dictionaries()?;
+        let ticket = self.send_commit()?;
+        self.ws.wait_ingest(ticket)
+    }
+
+    /// Sends the session to commit and returns at once, so that the caller can fetch and convert the
+    /// next records while the writer commits these; [`Workspace::wait_ingest`] says when (and
+    /// whether) they are stored. Until then nothing may be acknowledged to their sender.
+    pub fn commit_in_background(mut self) -> Result<PendingIngest> {
+        self.send_commit()
+    }
+
+    fn send_commit(&mut self) -> Result<PendingIngest> {
+        let context = "committing the ingest transaction (nothing of it was stored)";
+        self.append_chunk().context(context)?;
+        self.append_rollup().context(context)?;
+        self.append_dictionaries().context(context)?;
         let now = Timestamp::now().micros();
         let mut report = IngestReport { origin: self.origin.clone(), ..Default::default() };
         let mut rows = Vec::new();
+        let mut batch_ids = Vec::new();
         for (id, state) in &self.batches {
             match state {
                 BatchState::New { key, summary: s } => {
@@ -611,6 +774,7 @@ impl IngestSession<'_> {
                         window_start: s.window_start.map(|t| t.micros()),
                         window_end: s.window_end.map(|t| t.micros()),
                     });
+                    batch_ids.push(id.clone());
                     report.records_ingested += s.records;
                     report.batches_ingested.push(s.clone());
                 }
@@ -620,41 +784,47 @@ impl IngestSession<'_> {
                 }
             }
         }
-        self.writer.send(Box::new(move |c: &Connection| {
-            let mut ins = c.prepare_cached(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
-            )?;
-            for b in rows {
-                ins.execute(params![
-                    b.batch_id,
-                    b.key,
-                    b.source,
-                    b.origin,
-                    b.seq,
-                    b.now,
-                    b.records,
-                    b.bytes_out,
-                    b.bytes_in,
-                    b.window_start,
-                    b.window_end,
-                ])?;
-            }
-            Ok(())
-        }))?;
+        self.writer
+            .job(Box::new(move |c: &Connection| {
+                let mut ins = c.prepare_cached(
+                    "INSERT INTO batches VALUES (?, ?, ?, ?, ?, make_timestamp(?), ?, ?, ?, make_timestamp(?), make_timestamp(?))",
+                )?;
+                for b in rows {
+                    ins.execute(params![
+                        b.batch_id,
+                        b.key,
+                        b.source,
+                        b.origin,
+                        b.seq,
+                        b.now,
+                        b.records,
+                        b.bytes_out,
+                        b.bytes_in,
+                        b.window_start,
+                        b.window_end,
+                    ])?;
+                }
+                Ok(())
+            }))
+            .context(context)?;
+        self.writer.send(Msg::Commit).context(context)?;
+        self.writer.jobs = None;
         self.open = false;
-        let (conn, result) = self.writer.finish(true);
-        self.ws.writer_conn = conn;
-        let dicts = self.ws.dicts.as_mut().expect("loaded by begin_ingest");
-        match result {
-            Ok(()) => {
-                dicts.committed();
-                Ok(report)
-            }
-            Err(e) => {
-                dicts.rollback();
-                Err(e.context("committing the ingest transaction (nothing of it was stored)"))
-            }
-        }
+        let q = &mut self.ws.in_flight;
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.batch_ids.extend(batch_ids.iter().cloned());
+        q.queue.push_back(InFlight {
+            ticket,
+            done: self.writer.done.take().expect("taken only here or on failure"),
+            report,
+            start: self.start,
+            end: self.ws.dicts.as_ref().expect("loaded by begin_ingest").mark(),
+            batch_ids,
+            next_batch_key: self.next_batch_key,
+            next_ingest_seq: self.ingest_seq + 1,
+        });
+        Ok(PendingIngest(ticket))
     }
 }
 
@@ -676,11 +846,16 @@ struct BatchRow {
 impl Drop for IngestSession<'_> {
     fn drop(&mut self) {
         if self.open {
-            // Nothing of an unfinished session may remain; the error, if any, is already on its way up.
-            let (conn, _) = self.writer.finish(false);
-            self.ws.writer_conn = conn;
+            // Nothing of an unfinished session may remain: closing the queue makes its thread roll
+            // back; the error, if any, is already on its way up.
+            self.writer.jobs = None;
             if let Some(d) = self.ws.dicts.as_mut() {
-                d.rollback();
+                d.rollback_to(self.start);
+            }
+            if self.writer.failed {
+                // Its thread failed: take the connection back so the next session does not start
+                // behind a failed one (the sessions sent before it keep their own outcomes).
+                self.ws.reset_writer();
             }
         }
     }
@@ -1085,5 +1260,143 @@ mod tests {
         let mut all = first;
         all.extend(bad);
         assert_eq!(sorted(read_all(&ws)), sorted(all));
+    }
+
+    fn send(ws: &mut Workspace, records: &[FlowRecord]) -> anyhow::Result<super::PendingIngest> {
+        let mut s = ws.begin_ingest("test")?;
+        for r in records {
+            s.push(r)?;
+        }
+        s.commit_in_background()
+    }
+
+    /// Sessions sent to commit in the background (a pull's pages): the next one converts while the
+    /// previous commits, sees its batches as stored, continues its batch keys and dictionary ids, and
+    /// everything reads back once waited for.
+    #[test]
+    fn background_commits_store_every_session_once_in_order() {
+        let mut ws = Workspace::open_in_memory().unwrap();
+        let pages: Vec<Vec<FlowRecord>> = (0..4u64)
+            .map(|p| {
+                (0..30_000u64)
+                    .map(|i| {
+                        let mut r = varied(p * 30_000 + i, &format!("page{p}-b{}", i % 3));
+                        r.remote.pod = Some(format!("p{p}-{}", i % 500)); // new endpoints each page
+                        r
+                    })
+                    .collect()
+            })
+            .collect();
+        let t0 = send(&mut ws, &pages[0]).unwrap();
+        let t1 = send(&mut ws, &pages[1]).unwrap();
+        // Page 0 again while it is (probably) still committing: its batches count as stored.
+        let again = send(&mut ws, &pages[0]).unwrap();
+        let t2 = send(&mut ws, &pages[2]).unwrap();
+        assert_eq!(ws.wait_ingest(t0).unwrap().records_ingested, 30_000);
+        assert_eq!(ws.wait_ingest(t1).unwrap().records_ingested, 30_000);
+        let a = ws.wait_ingest(again).unwrap();
+        assert_eq!((a.records_ingested, a.records_skipped, a.batches_skipped.len()), (0, 30_000, 3));
+        assert_eq!(ws.wait_ingest(t2).unwrap().records_ingested, 30_000);
+        let t3 = send(&mut ws, &pages[3]).unwrap();
+        drop(ws.wait_ingest(t3).unwrap());
+        let all: Vec<FlowRecord> = pages.concat();
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+        let (keys, distinct, seqs): (i64, i64, i64) = ws
+            .conn
+            .query_row(
+                "SELECT max(batch_key) + 1, count(DISTINCT batch_key), count(DISTINCT ingest_seq) FROM batches",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((keys, distinct, seqs), (12, 12, 4), "batch keys dense, one ingest_seq per session");
+        let (raw, hourly) = ws.totals().unwrap();
+        assert_eq!(raw, hourly);
+        assert!(ws.wait_ingest(super::PendingIngest(0)).is_err(), "a ticket is answered once");
+    }
+
+    /// A background commit that fails takes the session converted behind it down with it (its rows
+    /// may use the failed session's dictionary ids): neither is stored, and both say so. Sessions
+    /// begun after the failure was seen are not affected, and the same records ingest then.
+    #[test]
+    fn a_failed_background_commit_refuses_the_session_behind_it_and_nothing_else() {
+        let mut ws = Workspace::open_in_memory().unwrap();
+        let first: Vec<FlowRecord> = (0..100).map(|i| varied(i, "ok")).collect();
+        ingest(&mut ws, &first);
+        let page = |p: u64| -> Vec<FlowRecord> {
+            (0..40_000)
+                .map(|i| {
+                    let mut r = varied(i, &format!("page{p}"));
+                    r.remote.pod = Some(format!("new-{p}-{}", i % 300));
+                    r
+                })
+                .collect()
+        };
+        let (a, b) = (page(1), page(2));
+        ws.conn.execute_batch("DROP VIEW flows; ALTER TABLE endpoints RENAME TO endpoints_away;").unwrap();
+        let ta = send(&mut ws, &a).unwrap();
+        // The session behind it fails at a send (if its writer already learned) or at its wait.
+        let behind = send(&mut ws, &b);
+        let err = format!("{:#}", ws.wait_ingest(ta).unwrap_err());
+        assert!(err.contains("endpoints") && err.contains("nothing of it was stored"), "{err}");
+        match behind {
+            Err(e) => assert!(format!("{e:#}").contains("that commit failed"), "{e:#}"),
+            Ok(tb) => {
+                let e = format!("{:#}", ws.wait_ingest(tb).unwrap_err());
+                assert!(e.contains("not stored"), "{e}");
+            }
+        }
+        ws.conn.execute_batch("ALTER TABLE endpoints_away RENAME TO endpoints;").unwrap();
+        ws.conn.execute_batch(&crate::store::schema::create_flows_view_sql()).unwrap();
+        let info = ws.info().unwrap();
+        assert_eq!((info.flow_records, info.batches), (100, 1));
+        assert_eq!(sorted(read_all(&ws)), sorted(first.clone()));
+        // Not poisoned: both pages ingest now, in the background too.
+        let ta = send(&mut ws, &a).unwrap();
+        let tb = send(&mut ws, &b).unwrap();
+        assert_eq!(ws.wait_ingest(ta).unwrap().records_ingested, 40_000);
+        assert_eq!(ws.wait_ingest(tb).unwrap().records_ingested, 40_000);
+        let mut all = first;
+        all.extend(a);
+        all.extend(b);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+        let (raw, hourly) = ws.totals().unwrap();
+        assert_eq!(raw, hourly);
+    }
+
+    /// A session abandoned behind a background commit rolls back alone; and a workspace closed with
+    /// a commit still in flight finishes it first (it reads back after reopening).
+    #[test]
+    fn abandoning_behind_a_background_commit_and_closing_with_one_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.duckdb");
+        let a: Vec<FlowRecord> = (0..20_000).map(|i| varied(i, "a")).collect();
+        let c: Vec<FlowRecord> = (0..20_000).map(|i| varied(i + 20_000, "c")).collect();
+        {
+            let mut ws = Workspace::open(&path).unwrap();
+            let ta = send(&mut ws, &a).unwrap();
+            {
+                let mut s = ws.begin_ingest("test").unwrap();
+                for i in 0..20_000 {
+                    let mut r = varied(i, "abandoned");
+                    r.remote.pod = Some(format!("gone-{i}"));
+                    s.push(&r).unwrap();
+                }
+                // dropped without commit
+            }
+            assert_eq!(ws.wait_ingest(ta).unwrap().records_ingested, 20_000);
+            let _in_flight = send(&mut ws, &c).unwrap();
+            // closed here without waiting
+        }
+        let ws = Workspace::open(&path).unwrap();
+        let mut all = a;
+        all.extend(c);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+        let gone: i64 = ws
+            .conn
+            .query_row("SELECT count(*) FROM endpoints WHERE pod LIKE 'gone-%'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(gone, 0, "the abandoned session's endpoints are not stored");
+        assert_eq!(ws.info().unwrap().batches, 2);
     }
 }

@@ -29,9 +29,24 @@ pub struct Workspace {
     path: Option<PathBuf>,
     /// The node and endpoint dictionaries, loaded by the first ingest of this process.
     dicts: Option<dictionary::Dictionaries>,
-    /// The second connection ingest sessions write through (on their writer thread), kept between
+    /// The second connection ingest sessions write through (on their writer threads), kept between
     /// sessions.
-    writer_conn: Option<Connection>,
+    writer: Option<ingest::WriterLink>,
+    /// Sessions sent to commit in the background and not yet waited for.
+    in_flight: ingest::InFlightQueue,
+}
+
+impl Drop for Workspace {
+    /// Commits sent in the background finish before the workspace closes (they were sent to be
+    /// stored; whoever sent them learns the outcome only by waiting, so a failure here is logged).
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_all_ingests() {
+            tracing::error!("{e:#}");
+        }
+        if let Some(ingest::WriterLink::Busy(h)) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Workspace {
@@ -58,7 +73,13 @@ impl Workspace {
     }
 
     fn from_conn(conn: Connection, path: Option<&Path>) -> Self {
-        Workspace { conn, path: path.map(Path::to_path_buf), dicts: None, writer_conn: None }
+        Workspace {
+            conn,
+            path: path.map(Path::to_path_buf),
+            dicts: None,
+            writer: None,
+            in_flight: Default::default(),
+        }
     }
 
     /// A throw-away workspace in memory, for tests and dry runs.

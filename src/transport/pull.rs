@@ -2,11 +2,13 @@
 //!
 //! Order of effects per page: ingest (one transaction) -> save the cursor -> acknowledge to the agent.
 //! A pull killed between any two steps is safe: re-fetched batches are skipped by batch id, and the
-//! agent keeps unacknowledged batches.
+//! agent keeps unacknowledged batches. Pages overlap: page N+1 is fetched and converted while page
+//! N commits, but page N's cursor is saved and acknowledged only after its commit succeeded.
 
 use super::{BatchPage, Loss, WIRE_SCHEMA};
 use crate::model::Source;
 use crate::store::Workspace;
+use crate::store::ingest::PendingIngest;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::time::Duration;
@@ -83,6 +85,9 @@ pub fn pull(
     let mut instance = ws.setting(&k_instance)?.unwrap_or_default();
     let mut cursor: u64 = ws.setting(&k_cursor)?.and_then(|c| c.parse().ok()).unwrap_or(0);
     let mut report = PullReport { agent: base.clone(), ..Default::default() };
+    // The page before this one, committing in the background while this one is fetched and
+    // converted; it is saved and acknowledged only once its commit is known to have succeeded.
+    let mut committing: Option<PageInFlight> = None;
     loop {
         let page = fetch_page(&client, &base, target.token.as_deref(), &instance, cursor, 50)?;
         if page.instance != instance {
@@ -96,15 +101,17 @@ pub fn pull(
             instance = page.instance.clone();
         }
         report.batches_fetched += page.batches.len() as u64;
-        if !page.batches.is_empty() {
+        let pending = if page.batches.is_empty() {
+            None
+        } else {
             let mut session = ws.begin_ingest(&format!("agent:{base}"))?;
-            for b in &page.batches {
+            // Taken by value: records are only stamped with their batch and source, not copied.
+            for b in page.batches {
                 report.loss.map_insert_failures += b.loss.map_insert_failures;
                 report.loss.sockets_evicted += b.loss.sockets_evicted;
                 report.loss.spool_dropped_batches += b.loss.spool_dropped_batches;
                 report.loss.spool_dropped_records += b.loss.spool_dropped_records;
-                for r in &b.records {
-                    let mut r = r.clone();
+                for mut r in b.records {
                     r.batch_id = Some(b.batch_id.clone());
                     r.source = Some(Source::Agent);
                     if let Err((field, msg)) = r.validate() {
@@ -113,32 +120,63 @@ pub fn pull(
                     session.push(&r)?;
                 }
             }
-            let ingested = session.commit()?;
-            report.batches_ingested += ingested.batches_ingested.len() as u64;
-            report.batches_already_present += ingested.batches_skipped.len() as u64;
-            report.records_ingested += ingested.records_ingested;
-        }
+            Some(session.commit_in_background()?)
+        };
         cursor = page.cursor;
-        ws.set_setting(&k_instance, &instance)?;
-        ws.set_setting(&k_cursor, &cursor.to_string())?;
-        if cursor > 0 {
-            let mut ack = client
-                .post(format!("{base}/v1/ack"))
-                .query(&[("instance", instance.as_str()), ("upto", &cursor.to_string())]);
-            if let Some(t) = &target.token {
-                ack = ack.bearer_auth(t);
-            }
-            // Not fatal: the agent keeps unacknowledged batches and we will skip them next time.
-            if let Err(e) = ack.send().and_then(|r| r.error_for_status()) {
-                tracing::warn!("agent {base}: acknowledgement failed ({e}); it will resend, nothing is lost");
-            }
+        if let Some(prev) = committing.take() {
+            settle(ws, &client, target, &base, prev, &mut report, &mut progress)?;
         }
-        report.instance = instance.clone();
-        report.cursor = cursor;
-        progress(&report);
+        committing = Some(PageInFlight { pending, instance: instance.clone(), cursor });
         if !page.more {
             break;
         }
     }
+    if let Some(prev) = committing.take() {
+        settle(ws, &client, target, &base, prev, &mut report, &mut progress)?;
+    }
     Ok(report)
+}
+
+/// A fetched page whose records are committing.
+struct PageInFlight {
+    pending: Option<PendingIngest>,
+    instance: String,
+    cursor: u64,
+}
+
+/// Waits for a page's commit, then saves the cursor and acknowledges the page to the agent.
+fn settle(
+    ws: &mut Workspace,
+    client: &reqwest::blocking::Client,
+    target: &AgentTarget,
+    base: &str,
+    page: PageInFlight,
+    report: &mut PullReport,
+    progress: &mut impl FnMut(&PullReport),
+) -> Result<()> {
+    if let Some(pending) = page.pending {
+        let ingested = ws.wait_ingest(pending)?;
+        report.batches_ingested += ingested.batches_ingested.len() as u64;
+        report.batches_already_present += ingested.batches_skipped.len() as u64;
+        report.records_ingested += ingested.records_ingested;
+    }
+    let (k_instance, k_cursor) = cursor_keys(base);
+    ws.set_setting(&k_instance, &page.instance)?;
+    ws.set_setting(&k_cursor, &page.cursor.to_string())?;
+    if page.cursor > 0 {
+        let mut ack = client
+            .post(format!("{base}/v1/ack"))
+            .query(&[("instance", page.instance.as_str()), ("upto", &page.cursor.to_string())]);
+        if let Some(t) = &target.token {
+            ack = ack.bearer_auth(t);
+        }
+        // Not fatal: the agent keeps unacknowledged batches and we will skip them next time.
+        if let Err(e) = ack.send().and_then(|r| r.error_for_status()) {
+            tracing::warn!("agent {base}: acknowledgement failed ({e}); it will resend, nothing is lost");
+        }
+    }
+    report.instance = page.instance;
+    report.cursor = page.cursor;
+    progress(report);
+    Ok(())
 }

@@ -235,16 +235,22 @@ fn pull_killed_anywhere_and_rerun_counts_every_byte_once() {
     let agent = FakeAgent::start(data);
     let t = TestContext::new();
 
-    // 1. Killed while the third page (pages hold 50 batches) is half received: pages 1-2 are in.
+    // 1. Killed while the third page (pages hold 50 batches) is half received: page 1 is in (it was
+    //    settled before page 3 was asked for); page 2 was committing in the background meanwhile, so
+    //    it is in whole or not at all.
+    let page = 50 * PER;
     agent.set_plan(Plan::TruncatePage(3));
     let at = kill_pull_when_held(&t, &agent);
-    assert_eq!(totals(&t).0, 2 * 50 * PER, "killed at {at}");
+    let n = totals(&t).0;
+    assert!(n == page || n == 2 * page, "killed at {at}: {n} records");
 
     // 2. Killed after page 2 of this run was ingested and its cursor saved, before the agent heard
-    //    the acknowledgement: the agent still has those batches and may send them again.
+    //    the acknowledgement: the agent still has those batches and may send them again. This run
+    //    started after page 1; its page 3 was committing in the background (whole or not at all).
     agent.set_plan(Plan::HoldAck(2));
     let at = kill_pull_when_held(&t, &agent);
-    assert_eq!(totals(&t).0, 4 * 50 * PER, "killed at {at}");
+    let n = totals(&t).0;
+    assert!(n == 3 * page || n == 4 * page, "killed at {at}: {n} records");
 
     // 3. Killed at assorted moments while pages are fetched and ingested (inside a transaction,
     //    between commit and cursor, between cursor and acknowledgement...).
