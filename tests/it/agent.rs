@@ -239,7 +239,7 @@ fn agent_reports_map_overflow_in_batches_and_metrics() {
     let mut pulls = 0;
     // Lost flows show as evicted sockets, or, when the full LRU map cannot even make room on that
     // CPU, as failed inserts (the socket's only packet not counted).
-    let (mut flows, mut evicted, mut failed) = (0u64, 0u64, 0u64);
+    let (mut evicted, mut failed) = (0u64, 0u64);
     let mut warned = false;
     while Instant::now() < deadline {
         let out = t
@@ -252,7 +252,7 @@ fn agent_reports_map_overflow_in_batches_and_metrics() {
         failed += report["agents"][0]["loss"]["map_insert_failures"].as_u64().unwrap();
         warned |= String::from_utf8_lossy(&out.stderr).contains("sockets evicted before close");
         pulls += 1;
-        flows = distinct_flows(&t);
+        let flows = distinct_flows(&t);
         if flows + evicted + failed >= FLOWS as u64 {
             break;
         }
@@ -267,7 +267,7 @@ fn agent_reports_map_overflow_in_batches_and_metrics() {
     failed += report["agents"][0]["loss"]["map_insert_failures"].as_u64().unwrap();
     warned |= String::from_utf8_lossy(&out.stderr).contains("sockets evicted before close");
     // The last pull can bring records too, not only loss counts.
-    flows = distinct_flows(&t);
+    let flows = distinct_flows(&t);
     let metrics = http_get(&format!("{url}/metrics"));
     eprintln!(
         "overflow through the agent: {flows} flows pulled, {evicted} sockets reported evicted, \
