@@ -57,11 +57,38 @@ pub(super) struct Dictionaries {
     remote_mask: [bool; 12],
 }
 
+/// The index hash of an endpoint description. It reads a few words of each field (length, first,
+/// middle and last 8 bytes) rather than every byte: the fields' hashes are independent, so the CPU
+/// computes them side by side, and hashing every byte of a record's two endpoints (~700 bytes) cost
+/// 15% of ingest throughput. Descriptions that differ only elsewhere share a hash and are told apart
+/// by the full comparison every lookup makes (a collision costs a compare, never a wrong id).
 fn hash_endpoint(ip: IpAddr, texts: &[Option<&str>; 12]) -> u64 {
     let mut h = FxHasher::default();
     ip.hash(&mut h);
-    texts.hash(&mut h);
-    h.finish()
+    let mut acc = h.finish();
+    for t in texts {
+        acc = acc.rotate_left(23) ^ t.map_or(0x9E37_79B9_7F4A_7C15, sample_str);
+    }
+    // Final avalanche: the table uses both the top and the bottom bits.
+    (acc ^ (acc >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (acc >> 32)
+}
+
+/// A hash of a string from its length and its first, middle and last 8 bytes (all of it up to 24).
+#[inline]
+fn sample_str(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let n = b.len();
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let (first, mid, last) = if n >= 8 {
+        (word(0), word(n / 2 - 4), word(n - 8))
+    } else {
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(b);
+        (u64::from_le_bytes(w), 0, 0)
+    };
+    let x = (first ^ (n as u64).rotate_left(56)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let y = (mid ^ 0x94D0_49BB_1331_11EB).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^ y.rotate_left(31) ^ last.wrapping_mul(0x94D0_49BB_1331_11EB)
 }
 
 fn mask(prefix: &str) -> [bool; 12] {
@@ -226,4 +253,43 @@ impl Dictionaries {
 pub(super) struct Mark {
     nodes: usize,
     endpoints: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Endpoint;
+
+    /// Descriptions that differ only in bytes the index hash does not read share a hash, and still
+    /// get their own ids: the full comparison tells them apart.
+    #[test]
+    fn descriptions_differing_where_the_hash_does_not_look_get_their_own_ids() {
+        let mut d = Dictionaries::default();
+        let base = Endpoint::addr("10.0.0.1".parse().unwrap(), 80);
+        let with = |c: char| {
+            let mut e = base.clone();
+            // 40 bytes: sampled at 0..8, 16..24 and 32..40; byte 10 is not read by the hash.
+            let mut cgroup = "/kubepods/burstable/pod-0000000000000000000".to_string();
+            cgroup.truncate(40);
+            cgroup.replace_range(10..11, &c.to_string());
+            e.cgroup = Some(cgroup);
+            e
+        };
+        let (a, b, c) = (with('x'), with('y'), with('z'));
+        let ta = endpoint_texts(&a);
+        assert_eq!(hash_endpoint(a.ip, &ta), hash_endpoint(b.ip, &endpoint_texts(&b)), "same sampled bytes");
+        let ids = [d.endpoint_id(&a), d.endpoint_id(&b), d.endpoint_id(&c)];
+        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!([d.endpoint_id(&c), d.endpoint_id(&a), d.endpoint_id(&b)], [2, 0, 1]);
+        // Short fields are hashed whole: one differing byte changes the hash.
+        let mut p = base.clone();
+        p.process = Some("envoy".into());
+        let mut q = base.clone();
+        q.process = Some("envoz".into());
+        assert_ne!(hash_endpoint(p.ip, &endpoint_texts(&p)), hash_endpoint(q.ip, &endpoint_texts(&q)));
+        // None and an empty string are different descriptions.
+        let mut empty = base.clone();
+        empty.process = Some(String::new());
+        assert_ne!(d.endpoint_id(&base), d.endpoint_id(&empty));
+    }
 }
