@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => {
             let mut ws = Workspace::open(&settings.workspace)?;
+            ws.tune_for_ingest()?;
             let spec = egressor::demo::DemoSpec {
                 days: args.days,
                 seed: args.seed,
@@ -63,6 +64,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Import(args) => {
             let mut ws = Workspace::open(&settings.workspace)?;
+            ws.tune_for_ingest()?;
             let summary =
                 egressor::import::import_file(&mut ws, &args.file, args.format).with_context(|| {
                     format!("import of {} failed; the workspace is unchanged", args.file.display())
@@ -121,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => run_agent(args)?,
         Command::Pull(args) => {
             let mut ws = Workspace::open(&settings.workspace)?;
+            ws.tune_for_ingest()?;
             let token = args.token_file.as_deref().map(egressor::cli::read_token).transpose()?;
             let mut reports = Vec::new();
             for url in &args.agents {

@@ -82,6 +82,15 @@ impl Workspace {
         }
     }
 
+    /// For processes that only ingest (pull, import, demo): DuckDB does its work on the calling
+    /// threads, without worker threads. Appends and commits have nothing for workers to do in
+    /// parallel, but an idle worker polling for tasks took ~15% of the CPU samples of an ingest on
+    /// two cores, beside the two threads that do the work; without it ingest ran ~7% faster
+    /// (docs/benchmarks.md). Queries (cost, graph, export) keep one worker per core.
+    pub fn tune_for_ingest(&self) -> Result<()> {
+        self.conn.execute_batch("SET threads = 1;").context("setting DuckDB threads for ingest")
+    }
+
     /// A throw-away workspace in memory, for tests and dry runs.
     pub fn open_in_memory() -> Result<Self> {
         let mut ws = Workspace::from_conn(Connection::open_in_memory()?, None);

@@ -16,6 +16,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.duckdb");
     let mut ws = Workspace::open(&path).expect("workspace");
+    // As `egressor pull` opens it.
+    ws.tune_for_ingest().expect("ingest settings");
     let busy = synth::ingest(&mut ws, total);
     let t0 = Instant::now();
     ws.checkpoint().expect("checkpoint");
