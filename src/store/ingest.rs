@@ -521,7 +521,7 @@ impl Workspace {
         };
         let link = match self.writer.take() {
             Some(link) => link,
-            None => WriterLink::Idle(self.conn.try_clone().context("opening the ingest connection")?),
+            None => WriterLink::Idle(self.second_connection().context("opening the ingest connection")?),
         };
         let (writer, thread) = Writer::start(link);
         self.writer = Some(WriterLink::Busy(thread));
@@ -1398,5 +1398,34 @@ mod tests {
             .unwrap();
         assert_eq!(gone, 0, "the abandoned session's endpoints are not stored");
         assert_eq!(ws.info().unwrap().batches, 2);
+    }
+
+    /// A workspace file written with DuckDB's default row groups (as egressor wrote them before
+    /// ROW_GROUP_ROWS) opens, takes pages large enough to fill row groups, and reads back whole.
+    #[test]
+    fn a_file_with_default_row_groups_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.duckdb");
+        let old: Vec<FlowRecord> = (0..5_000).map(|i| varied(i, "old")).collect();
+        {
+            // Opened as before: a plain connection to the file, default row group size.
+            let mut ws = Workspace::from_conn(duckdb::Connection::open(&path).unwrap(), None);
+            ws.migrate(crate::store::schema::current_version()).unwrap();
+            ingest(&mut ws, &old);
+        }
+        let new: Vec<FlowRecord> =
+            (0..100_000).map(|i| varied(i + 5_000, &format!("new{}", i / 25_000))).collect();
+        {
+            let mut ws = Workspace::open(&path).unwrap();
+            let t = send(&mut ws, &new).unwrap();
+            drop(ws.wait_ingest(t).unwrap());
+            ws.checkpoint().unwrap();
+        }
+        let ws = Workspace::open(&path).unwrap();
+        let mut all = old;
+        all.extend(new);
+        assert_eq!(sorted(read_all(&ws)), sorted(all));
+        let (raw, hourly) = ws.totals().unwrap();
+        assert_eq!(raw, hourly);
     }
 }
