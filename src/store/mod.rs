@@ -53,10 +53,13 @@ fn attach(path: &Path) -> Result<Connection> {
     let name = path
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the workspace path {} is not valid UTF-8", path.display()))?;
+    let quoted = name.replace('\'', "''");
     let conn = Connection::open_in_memory()?;
+    // Spill files next to the workspace, as DuckDB does for a file it opens directly (for an
+    // in-memory database it would use `.tmp` in the current directory).
     conn.execute_batch(&format!(
-        "ATTACH '{}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE {CATALOG};",
-        name.replace('\'', "''")
+        "SET temp_directory = '{quoted}.tmp';
+         ATTACH '{quoted}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE {CATALOG};"
     ))?;
     Ok(conn)
 }
