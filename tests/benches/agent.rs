@@ -3,7 +3,8 @@
 //! then 10,000 new TCP connections per second with the agent.
 //!
 //! Run (root; iperf3, bandwhich, nethogs on PATH): `cargo xtask bench agent`.
-//! `EGRESSOR_BENCH_SECONDS` (default 10) per run, `EGRESSOR_BENCH_ROUNDS` (default 3); the modes
+//! `EGRESSOR_BENCH_SECONDS` (default 10) per run, `EGRESSOR_BENCH_ROUNDS` (default 3),
+//! `EGRESSOR_BENCH_LINKS` (default `loopback,veth`); the modes
 //! are interleaved round by round so machine noise hits them alike, and medians are printed.
 //!
 //! What is measured:
@@ -45,7 +46,9 @@ fn main() {
     // EGRESSOR_BENCH_PEERS=0: only "none" and the agent (more rounds in the same time, for the
     // per-byte comparison); EGRESSOR_BENCH_CHURN=0 skips the connection-rate part.
     let modes: &[&str] = if peers { &MODES } else { &MODES[..3] };
-    for link in ["loopback", "veth"] {
+    // EGRESSOR_BENCH_LINKS=veth (or loopback) measures one link only.
+    let links = std::env::var("EGRESSOR_BENCH_LINKS").unwrap_or_else(|_| "loopback,veth".into());
+    for link in ["loopback", "veth"].into_iter().filter(|l| links.split(',').any(|x| x.trim() == *l)) {
         let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
             for (m, mode) in modes.iter().enumerate() {
