@@ -89,45 +89,30 @@ pub fn pull(
     // converted; it is saved and acknowledged only once its commit is known to have succeeded.
     let mut committing: Option<PageInFlight> = None;
     loop {
-        let page = fetch_page(&client, &base, target.token.as_deref(), &instance, cursor, 50)?;
-        if page.instance != instance {
-            if !instance.is_empty() {
-                tracing::warn!(
-                    "agent {base} has a new spool instance ({} -> {}); reading it from the start",
-                    instance,
-                    page.instance
-                );
-            }
-            instance = page.instance.clone();
-        }
-        report.batches_fetched += page.batches.len() as u64;
-        let pending = if page.batches.is_empty() {
-            None
-        } else {
-            let mut session = ws.begin_ingest(&format!("agent:{base}"))?;
-            // Taken by value: records are only stamped with their batch and source, not copied.
-            for b in page.batches {
-                report.loss.map_insert_failures += b.loss.map_insert_failures;
-                report.loss.sockets_evicted += b.loss.sockets_evicted;
-                report.loss.spool_dropped_batches += b.loss.spool_dropped_batches;
-                report.loss.spool_dropped_records += b.loss.spool_dropped_records;
-                for mut r in b.records {
-                    r.batch_id = Some(b.batch_id.clone());
-                    r.source = Some(Source::Agent);
-                    if let Err((field, msg)) = r.validate() {
-                        bail!("agent {base} batch {} has an invalid record: {field}: {msg}", b.batch_id);
+        let page = match next_page(ws, &client, target, &base, &mut instance, cursor, &mut report) {
+            Ok(p) => p,
+            Err(e) => {
+                // The page already committing is still saved and acknowledged (if its commit
+                // succeeded), so a re-run does not fetch it again; the error is this page's.
+                if let Some(prev) = committing.take() {
+                    if let Err(settle_err) =
+                        settle(ws, &client, target, &base, prev, &mut report, &mut progress)
+                    {
+                        tracing::warn!(
+                            "agent {base}: the page before the failed one was not stored either: {settle_err:#}"
+                        );
                     }
-                    session.push(&r)?;
                 }
+                return Err(e);
             }
-            Some(session.commit_in_background()?)
         };
         cursor = page.cursor;
         if let Some(prev) = committing.take() {
             settle(ws, &client, target, &base, prev, &mut report, &mut progress)?;
         }
-        committing = Some(PageInFlight { pending, instance: instance.clone(), cursor });
-        if !page.more {
+        let more = page.more;
+        committing = Some(page);
+        if !more {
             break;
         }
     }
@@ -142,6 +127,53 @@ struct PageInFlight {
     pending: Option<PendingIngest>,
     instance: String,
     cursor: u64,
+    more: bool,
+}
+
+/// Fetches the page after `cursor`, checks its records and sends them to commit in the background.
+fn next_page(
+    ws: &mut Workspace,
+    client: &reqwest::blocking::Client,
+    target: &AgentTarget,
+    base: &str,
+    instance: &mut String,
+    cursor: u64,
+    report: &mut PullReport,
+) -> Result<PageInFlight> {
+    let page = fetch_page(client, base, target.token.as_deref(), instance, cursor, 50)?;
+    if page.instance != *instance {
+        if !instance.is_empty() {
+            tracing::warn!(
+                "agent {base} has a new spool instance ({} -> {}); reading it from the start",
+                instance,
+                page.instance
+            );
+        }
+        *instance = page.instance.clone();
+    }
+    report.batches_fetched += page.batches.len() as u64;
+    let pending = if page.batches.is_empty() {
+        None
+    } else {
+        let mut session = ws.begin_ingest(&format!("agent:{base}"))?;
+        // Taken by value: records are only stamped with their batch and source, not copied.
+        for b in page.batches {
+            report.loss.map_insert_failures += b.loss.map_insert_failures;
+            report.loss.sockets_evicted += b.loss.sockets_evicted;
+            report.loss.spool_dropped_batches += b.loss.spool_dropped_batches;
+            report.loss.spool_dropped_records += b.loss.spool_dropped_records;
+            for mut r in b.records {
+                r.batch_id = Some(b.batch_id.clone());
+                r.source = Some(Source::Agent);
+                if let Err((field, msg)) = r.validate() {
+                    bail!("agent {base} batch {} has an invalid record: {field}: {msg}", b.batch_id);
+                }
+                session.push(&r)?;
+            }
+        }
+        Some(session.commit_in_background()?)
+    };
+    Ok(PageInFlight { pending, instance: instance.clone(), cursor: page.cursor, more: page.more })
 }
 
 /// Waits for a page's commit, then saves the cursor and acknowledges the page to the agent.

@@ -29,6 +29,8 @@ enum Plan {
     HoldAck(u64),
     /// Every page is answered after this many milliseconds.
     Slow(u64),
+    /// Pages after this cursor carry a record whose window ends before it starts.
+    BadAfter(u64),
 }
 
 struct FakeAgent {
@@ -110,7 +112,13 @@ fn serve(
             let after: u64 =
                 if q.get("instance") == Some(&INSTANCE) { q["after"].parse().unwrap() } else { 0 };
             let limit: usize = q["limit"].parse().unwrap();
-            let page: Vec<Batch> = batches.iter().filter(|b| b.seq > after).take(limit).cloned().collect();
+            let mut page: Vec<Batch> =
+                batches.iter().filter(|b| b.seq > after).take(limit).cloned().collect();
+            if let (Plan::BadAfter(c), Some(b)) = (plan, page.last_mut()) {
+                if after >= c {
+                    b.records[0].window_end = b.records[0].window_start.add_micros(-1);
+                }
+            }
             let cursor = page.last().map(|b| b.seq).unwrap_or(after);
             let more = batches.iter().any(|b| b.seq > cursor);
             let body = serde_json::to_vec(&BatchPage {
@@ -289,4 +297,36 @@ fn pull_killed_anywhere_and_rerun_counts_every_byte_once() {
         v
     };
     assert_eq!(sorted(&t), sorted(&clean));
+}
+
+/// A page the workspace refuses (an invalid record) stops the pull with the batch and field at
+/// fault; the page before it, committing in the background meanwhile, is still stored, saved and
+/// acknowledged; nothing of the bad page is stored; once the agent sends good data the pull ends
+/// with every batch exactly once.
+#[test]
+fn a_bad_page_stops_the_pull_after_storing_the_pages_before_it() {
+    const PER: u64 = 10;
+    let data = batches(200, PER);
+    let expected = (
+        200 * PER,
+        data.iter().flat_map(|b| &b.records).map(|r| r.bytes_out).sum::<u64>(),
+        data.iter().flat_map(|b| &b.records).map(|r| r.bytes_in).sum::<u64>(),
+    );
+    let agent = FakeAgent::start(data);
+    let t = TestContext::new();
+    agent.set_plan(Plan::BadAfter(100)); // pages 1 and 2 (batches 1-100) are good, page 3 is not
+    let err = t.fails(&["pull", "--agent", &agent.url]);
+    assert!(
+        err.contains("batch ip-10-0-1-17-")
+            && err.contains("window_end")
+            && err.contains("is before window_start"),
+        "{err}"
+    );
+    assert_eq!(totals(&t).0, 100 * PER, "pages 1-2 in, nothing of page 3");
+    assert_eq!(agent.acked_upto.load(Ordering::SeqCst), 100, "page 2 acknowledged although page 3 failed");
+    agent.set_plan(Plan::Normal);
+    let report = t.json(&["pull", "--agent", &agent.url, "--output", "json"]);
+    assert_eq!(report["agents"][0]["batches_already_present"].as_u64(), Some(0), "{report}");
+    assert_eq!(totals(&t), expected);
+    assert_eq!(agent.acked_upto.load(Ordering::SeqCst), 200);
 }
