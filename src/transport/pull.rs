@@ -94,14 +94,13 @@ pub fn pull(
             Err(e) => {
                 // The page already committing is still saved and acknowledged (if its commit
                 // succeeded), so a re-run does not fetch it again; the error is this page's.
-                if let Some(prev) = committing.take() {
-                    if let Err(settle_err) =
+                if let Some(prev) = committing.take()
+                    && let Err(settle_err) =
                         settle(ws, &client, target, &base, prev, &mut report, &mut progress)
-                    {
-                        tracing::warn!(
-                            "agent {base}: the page before the failed one was not stored either: {settle_err:#}"
-                        );
-                    }
+                {
+                    tracing::warn!(
+                        "agent {base}: the page before the failed one was not stored either: {settle_err:#}"
+                    );
                 }
                 return Err(e);
             }
