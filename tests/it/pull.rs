@@ -114,10 +114,10 @@ fn serve(
             let limit: usize = q["limit"].parse().unwrap();
             let mut page: Vec<Batch> =
                 batches.iter().filter(|b| b.seq > after).take(limit).cloned().collect();
-            if let (Plan::BadAfter(c), Some(b)) = (plan, page.last_mut()) {
-                if after >= c {
-                    b.records[0].window_end = b.records[0].window_start.add_micros(-1);
-                }
+            if let (Plan::BadAfter(c), Some(b)) = (plan, page.last_mut())
+                && after >= c
+            {
+                b.records[0].window_end = b.records[0].window_start.add_micros(-1);
             }
             let cursor = page.last().map(|b| b.seq).unwrap_or(after);
             let more = batches.iter().any(|b| b.seq > cursor);
