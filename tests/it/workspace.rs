@@ -229,3 +229,42 @@ fn killed_import_leaves_nothing_partial() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(n(&t.info(), "flow_records"), total);
 }
+
+/// A large file (100,000 records: the import writes whole row groups to the file while it appends)
+/// with a bad line near its end leaves the workspace exactly as it was, row for row; fixed, it goes
+/// in whole.
+#[test]
+fn a_bad_line_after_many_row_groups_leaves_the_workspace_unchanged() {
+    let t = TestContext::new();
+    t.ok(&["demo", "--days", "3"]);
+    let before_rows = t.ok(&["export", "--format", "jsonl"]);
+    let before = t.info();
+    let mut lines: Vec<String> = before_rows
+        .lines()
+        .take(100_000)
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("batch_id");
+            v.as_object_mut().unwrap().remove("source");
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(lines.len(), 100_000, "the demo gives enough records");
+    let bad = (99_000..100_000).find(|&i| lines[i].contains("\"ip_version\":4")).expect("an IPv4 record");
+    lines[bad] = lines[bad].replace("\"ip_version\":4", "\"ip_version\":5");
+    let path = t.path("big.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let err = t.fails(&["import", path.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(err.contains(&format!("big.jsonl:{}:", bad + 1)) && err.contains("ip_version"), "{err}");
+    let after = t.info();
+    for key in ["flow_records", "batches", "hourly_rollup_rows"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    assert!(t.ok(&["export", "--format", "jsonl"]) == before_rows, "every stored record unchanged");
+
+    lines[bad] = lines[bad].replace("\"ip_version\":5", "\"ip_version\":4");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let r = t.json(&["import", path.to_str().unwrap(), "--format", "jsonl", "--output", "json"]);
+    assert_eq!(n(&r, "records_ingested"), 100_000);
+    assert_eq!(n(&t.info(), "flow_records"), n(&before, "flow_records") + 100_000);
+}
