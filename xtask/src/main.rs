@@ -15,7 +15,8 @@ use std::process::Command;
 
 /// Debian packages: clang/llvm/libbpf-dev build the probes, bpftool inspects them, iperf3 and tmux are
 /// used by tests and benchmarks, nethogs is the agent benchmark's peer (bandwhich, the other, comes
-/// from crates.io: `cargo install bandwhich`), graphviz renders `egressor graph --output dot`.
+/// from crates.io: `cargo install bandwhich`), graphviz renders `egressor graph --output dot`, time
+/// (`/usr/bin/time`) measures iperf3 in `docs/experiments/veth-hook-floor.py`.
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -29,6 +30,7 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     "graphviz",
     "curl",
+    "time",
 ];
 
 fn main() -> Result<()> {
