@@ -5,6 +5,15 @@ use crate::{TestContext, fixture, show};
 use serde_json::Value;
 use std::io::Write;
 
+/// An exported record without its provenance (`batch_id`, `source`), so that importing it gives it
+/// the file's own batch.
+fn without_provenance(line: &str) -> String {
+    let mut v: Value = serde_json::from_str(line).unwrap();
+    v.as_object_mut().unwrap().remove("batch_id");
+    v.as_object_mut().unwrap().remove("source");
+    v.to_string()
+}
+
 fn n(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
@@ -99,16 +108,7 @@ fn a_bad_line_anywhere_leaves_the_workspace_unchanged() {
     t.ok(&["demo", "--days", "1"]);
     let before = t.info();
     let good = t.ok(&["flows", "--output", "json", "--limit", "50"]);
-    let mut lines: Vec<String> = good
-        .lines()
-        .map(|l| {
-            // strip provenance so the import assigns its own batch
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("batch_id");
-            v.as_object_mut().unwrap().remove("source");
-            v.to_string()
-        })
-        .collect();
+    let mut lines: Vec<String> = good.lines().map(without_provenance).collect();
     lines[41] = lines[41].replace("\"proto\":\"tcp\"", "\"proto\":\"sctp\"");
     let path = t.path("bad.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
@@ -200,11 +200,7 @@ fn killed_import_leaves_nothing_partial() {
     let exported = src.ok(&["export", "--format", "jsonl"]);
     let mut f = std::fs::File::create(&big).unwrap();
     for line in exported.lines() {
-        // Drop provenance: the import gives the file one batch id.
-        let mut v: Value = serde_json::from_str(line).unwrap();
-        v.as_object_mut().unwrap().remove("batch_id");
-        v.as_object_mut().unwrap().remove("source");
-        writeln!(f, "{v}").unwrap();
+        writeln!(f, "{}", without_provenance(line)).unwrap();
     }
     drop(f);
     let total = exported.lines().count() as u64;
@@ -239,16 +235,7 @@ fn a_bad_line_after_many_row_groups_leaves_the_workspace_unchanged() {
     t.ok(&["demo", "--days", "3"]);
     let before_rows = t.ok(&["export", "--format", "jsonl"]);
     let before = t.info();
-    let mut lines: Vec<String> = before_rows
-        .lines()
-        .take(100_000)
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("batch_id");
-            v.as_object_mut().unwrap().remove("source");
-            v.to_string()
-        })
-        .collect();
+    let mut lines: Vec<String> = before_rows.lines().take(100_000).map(without_provenance).collect();
     assert_eq!(lines.len(), 100_000, "the demo gives enough records");
     let bad = (99_000..100_000).find(|&i| lines[i].contains("\"ip_version\":4")).expect("an IPv4 record");
     lines[bad] = lines[bad].replace("\"ip_version\":4", "\"ip_version\":5");
