@@ -93,13 +93,14 @@ pub fn pull(
             Ok(p) => p,
             Err(e) => {
                 // The page already committing is still saved and acknowledged (if its commit
-                // succeeded), so a re-run does not fetch it again; the error is this page's.
+                // succeeded), so a re-run does not fetch it again; the error is this page's, and
+                // says so if that page failed too.
                 if let Some(prev) = committing.take()
                     && let Err(settle_err) =
                         settle(ws, &client, target, &base, prev, &mut report, &mut progress)
                 {
-                    tracing::warn!(
-                        "agent {base}: the page before the failed one was not stored either: {settle_err:#}"
+                    return Err(
+                        e.context(format!("the page before it was not stored either: {settle_err:#}"))
                     );
                 }
                 return Err(e);

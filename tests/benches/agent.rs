@@ -48,7 +48,11 @@ fn main() {
     let modes: &[&str] = if peers { &MODES } else { &MODES[..3] };
     // EGRESSOR_BENCH_LINKS=veth (or loopback) measures one link only.
     let links = std::env::var("EGRESSOR_BENCH_LINKS").unwrap_or_else(|_| "loopback,veth".into());
-    for link in ["loopback", "veth"].into_iter().filter(|l| links.split(',').any(|x| x.trim() == *l)) {
+    let links: Vec<&str> = links.split(',').map(str::trim).collect();
+    if let Some(bad) = links.iter().find(|l| !["loopback", "veth"].contains(l)) {
+        panic!("EGRESSOR_BENCH_LINKS: unknown link {bad:?} (expected loopback and/or veth, comma-separated)");
+    }
+    for link in ["loopback", "veth"].into_iter().filter(|l| links.contains(l)) {
         let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
             for (m, mode) in modes.iter().enumerate() {
