@@ -13,11 +13,14 @@
 //!   -> engines    pure functions over model types: classify, cost, graph, anomalies
 //!   -> views      tables, JSON, CSV, TUI                                    (the only comfy-table user)
 //! ```
-//! `cli` holds every flag; `model` is the vocabulary all of them share.
+//! `cli` holds every flag (the only clap user); `commands` has one file per command, which calls
+//! the stages above and hands the result to a view; `model` is the vocabulary all of them share.
+//! Who may import whom is in docs/architecture.md ("The module graph") and checked by a test.
 
 pub mod agent;
 pub mod capture;
 pub mod cli;
+pub mod commands;
 pub mod demo;
 pub mod engines;
 pub mod import;

@@ -3,6 +3,7 @@
 
 use crate::import::ImportFormat;
 use crate::model::{TimeBound, Timestamp, parse_time_bound};
+use crate::views::{Format, graph::GraphFormat};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -80,6 +81,16 @@ pub enum OutputFormat {
     Csv,
 }
 
+impl From<OutputFormat> for Format {
+    fn from(f: OutputFormat) -> Format {
+        match f {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Csv => Format::Csv,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// How to print: a table for people, JSON or CSV for scripts (schemas in docs/).
@@ -112,12 +123,32 @@ pub struct DemoArgs {
     pub out: OutputArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFileFormat {
+    /// Flow records as JSON lines (docs/data-model.md).
+    Jsonl,
+    /// Parquet with the columns `egressor export --format parquet` writes.
+    Parquet,
+    /// AWS VPC Flow Logs: the default v2 text format, or custom formats v3-v5 with a header line.
+    VpcFlowLogs,
+}
+
+impl From<ImportFileFormat> for ImportFormat {
+    fn from(f: ImportFileFormat) -> ImportFormat {
+        match f {
+            ImportFileFormat::Jsonl => ImportFormat::Jsonl,
+            ImportFileFormat::Parquet => ImportFormat::Parquet,
+            ImportFileFormat::VpcFlowLogs => ImportFormat::VpcFlowLogs,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The file to import (`.gz` is decompressed for text formats).
     pub file: PathBuf,
     #[arg(long, value_enum)]
-    pub format: ImportFormat,
+    pub format: ImportFileFormat,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -218,8 +249,27 @@ pub struct GraphArgs {
     #[command(flatten)]
     pub net: NetworkArgs,
     /// table, json, dot (Graphviz) or mermaid.
-    #[arg(long, short = 'o', value_enum, default_value_t = crate::views::graph::GraphFormat::Table)]
-    pub output: crate::views::graph::GraphFormat,
+    #[arg(long, short = 'o', value_enum, default_value_t = GraphOutputFormat::Table)]
+    pub output: GraphOutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphOutputFormat {
+    Table,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+impl From<GraphOutputFormat> for GraphFormat {
+    fn from(f: GraphOutputFormat) -> GraphFormat {
+        match f {
+            GraphOutputFormat::Table => GraphFormat::Table,
+            GraphOutputFormat::Json => GraphFormat::Json,
+            GraphOutputFormat::Dot => GraphFormat::Dot,
+            GraphOutputFormat::Mermaid => GraphFormat::Mermaid,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,12 @@
 //! `egressor cost`: the bill as a table (with `--explain`, its arithmetic), JSON (schema
 //! `egressor.cost/v1`, docs/cost.md) or CSV (one row per line).
 
-use super::{align_right, new_table, write_json};
-use crate::cli::OutputFormat;
+use super::{Format, align_right, new_table, write_json};
 use crate::engines::cost::{CostLine, CostReport, Meter};
 use crate::engines::savings::Recommendation;
 use crate::model::human_bytes;
 use anyhow::Result;
+use comfy_table::Table;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use std::io::Write;
@@ -46,11 +46,11 @@ pub struct CostView<'a> {
     pub prices: String,
 }
 
-pub fn cost_report(out: &mut dyn Write, v: &CostView<'_>, format: OutputFormat, color: bool) -> Result<()> {
+pub fn cost_report(out: &mut dyn Write, v: &CostView<'_>, format: Format, color: bool) -> Result<()> {
     let r = v.report;
     let shown: &[CostLine] = &r.lines[..v.top.unwrap_or(usize::MAX).min(r.lines.len())];
     match format {
-        OutputFormat::Json => {
+        Format::Json => {
             let mut report = r.clone();
             report.lines = shown.to_vec();
             if !v.explain {
@@ -63,7 +63,7 @@ pub fn cost_report(out: &mut dyn Write, v: &CostView<'_>, format: OutputFormat, 
                 &JsonReport { report: &report, lines_shown: shown.len(), recommendations: v.recommendations },
             )
         }
-        OutputFormat::Csv => {
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             for l in shown {
                 w.serialize(CsvLine {
@@ -77,20 +77,51 @@ pub fn cost_report(out: &mut dyn Write, v: &CostView<'_>, format: OutputFormat, 
             w.flush()?;
             Ok(())
         }
-        OutputFormat::Table => table(out, v, shown, color),
+        Format::Table => table(out, v, shown, color),
     }
 }
 
+/// The bill for people: header, the grouped lines, classes, hourly charges, the total, then what
+/// could not be priced, the arithmetic (`--explain`) and the recommendations (`--recommend`).
 fn table(out: &mut dyn Write, v: &CostView<'_>, shown: &[CostLine], color: bool) -> Result<()> {
     let r = v.report;
+    header(out, v)?;
+    writeln!(out, "{}", lines_table(r, shown, color))?;
+    writeln!(out, "{}", classes_table(r, color))?;
+    if !r.hourly.is_empty() {
+        writeln!(out, "{}", hourly_table(r, color))?;
+    }
     let cur = &r.currency;
     writeln!(
         out,
-        "Data transfer cost {} .. {} ({} h), {} prices in {cur}",
+        "total {} {cur} (transfer {} + hourly {}); projected {} {cur} per 730-hour month",
+        money(r.totals.cost),
+        money(r.totals.transfer_cost),
+        money(r.totals.hourly_cost),
+        money(r.totals.projected_monthly)
+    )?;
+    if !r.unpriced.is_empty() {
+        unpriced(out, r)?;
+    }
+    if v.explain {
+        explain(out, r, shown)?;
+    }
+    if let Some(recs) = v.recommendations {
+        recommendations(out, recs, cur)?;
+    }
+    Ok(())
+}
+
+fn header(out: &mut dyn Write, v: &CostView<'_>) -> Result<()> {
+    let r = v.report;
+    writeln!(
+        out,
+        "Data transfer cost {} .. {} ({} h), {} prices in {}",
         r.since,
         r.until,
         qty(r.hours),
-        r.provider
+        r.provider,
+        r.currency
     )?;
     writeln!(
         out,
@@ -99,6 +130,13 @@ fn table(out: &mut dyn Write, v: &CostView<'_>, shown: &[CostLine], color: bool)
         r.tier_accumulation,
         r.topology.as_deref().unwrap_or("none (zones and regions from flow metadata only)")
     )?;
+    Ok(())
+}
+
+/// One row per shown line (share of the transfer cost, its three costliest classes), the rest
+/// folded into one row, and the transfer total.
+fn lines_table(r: &CostReport, shown: &[CostLine], color: bool) -> Table {
+    let cur = &r.currency;
     let mut t =
         new_table(&[r.by.as_str(), "bytes", &format!("cost {cur}"), "per month", "share", "classes"], color);
     for l in shown {
@@ -138,110 +176,109 @@ fn table(out: &mut dyn Write, v: &CostView<'_>, shown: &[CostLine], color: bool)
         String::new(),
     ]);
     align_right(&mut t, &[1, 2, 3, 4]);
-    writeln!(out, "{t}")?;
+    t
+}
 
-    let mut c = new_table(&["class", "bytes", &format!("cost {cur}"), "per month"], color);
+fn classes_table(r: &CostReport, color: bool) -> Table {
+    let mut c = new_table(&["class", "bytes", &format!("cost {}", r.currency), "per month"], color);
     let mut classes: Vec<_> = r.by_class.iter().collect();
     classes.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(b.1.bytes.cmp(&a.1.bytes)).then(a.0.cmp(b.0)));
     for (class, ct) in classes {
         c.add_row(vec![class.to_string(), human_bytes(ct.bytes), money(ct.cost), money(r.monthly(ct.cost))]);
     }
     align_right(&mut c, &[1, 2, 3]);
-    writeln!(out, "{c}")?;
+    c
+}
 
-    if !r.hourly.is_empty() {
-        let mut h = new_table(
-            &["hourly charge", "region", "quantity", "hours", "price", &format!("cost {cur}")],
-            color,
-        );
-        for l in &r.hourly {
-            h.add_row(vec![
-                l.resource.clone(),
-                l.region.clone(),
-                qty(l.quantity),
-                qty(l.hours),
-                format!("{}/h", l.unit_price),
-                money(l.cost),
-            ]);
-        }
-        align_right(&mut h, &[2, 3, 4, 5]);
-        writeln!(out, "{h}")?;
+fn hourly_table(r: &CostReport, color: bool) -> Table {
+    let mut h = new_table(
+        &["hourly charge", "region", "quantity", "hours", "price", &format!("cost {}", r.currency)],
+        color,
+    );
+    for l in &r.hourly {
+        h.add_row(vec![
+            l.resource.clone(),
+            l.region.clone(),
+            qty(l.quantity),
+            qty(l.hours),
+            format!("{}/h", l.unit_price),
+            money(l.cost),
+        ]);
     }
+    align_right(&mut h, &[2, 3, 4, 5]);
+    h
+}
+
+/// Traffic no price applied to, said loudly: it is not free, it is unknown.
+fn unpriced(out: &mut dyn Write, r: &CostReport) -> Result<()> {
     writeln!(
         out,
-        "total {} {cur} (transfer {} + hourly {}); projected {} {cur} per 730-hour month",
-        money(r.totals.cost),
-        money(r.totals.transfer_cost),
-        money(r.totals.hourly_cost),
-        money(r.totals.projected_monthly)
+        "\nnot priced: {} ({} of all bytes) — these are NOT counted as free:",
+        human_bytes(r.totals.unpriced_bytes),
+        if r.totals.bytes == 0 {
+            "-".into()
+        } else {
+            format!("{:.1}%", r.totals.unpriced_bytes as f64 * 100.0 / r.totals.bytes as f64)
+        }
     )?;
-    if !r.unpriced.is_empty() {
+    for u in &r.unpriced {
         writeln!(
             out,
-            "\nnot priced: {} ({} of all bytes) — these are NOT counted as free:",
-            human_bytes(r.totals.unpriced_bytes),
-            if r.totals.bytes == 0 {
-                "-".into()
-            } else {
-                format!("{:.1}%", r.totals.unpriced_bytes as f64 * 100.0 / r.totals.bytes as f64)
-            }
+            "  {}: {} in {} transfers, e.g. {}",
+            u.reason,
+            human_bytes(u.bytes),
+            u.transfers,
+            u.example
         )?;
-        for u in &r.unpriced {
+    }
+    Ok(())
+}
+
+/// Each shown line as its shares of meters, then every meter's own arithmetic.
+fn explain(out: &mut dyn Write, r: &CostReport, shown: &[CostLine]) -> Result<()> {
+    let cur = &r.currency;
+    writeln!(out, "\nHow each line is computed (a meter is one price applied to one month's usage):")?;
+    for l in shown {
+        writeln!(out, "\n{} = {} {cur}", l.key, money(l.cost))?;
+        for p in &l.parts {
+            let m = &r.meters[p.meter];
             writeln!(
                 out,
-                "  {}: {} in {} transfers, e.g. {}",
-                u.reason,
-                human_bytes(u.bytes),
-                u.transfers,
-                u.example
+                "  {} [{:?} side]: {} of meter #{}'s {} -> {} of {} {cur}",
+                p.class,
+                p.side,
+                human_bytes(p.bytes),
+                m.id,
+                human_bytes(m.bytes),
+                qty(p.cost),
+                qty(m.cost)
             )?;
         }
     }
-    if v.explain {
-        writeln!(out, "\nHow each line is computed (a meter is one price applied to one month's usage):")?;
-        for l in shown {
-            writeln!(out, "\n{} = {} {cur}", l.key, money(l.cost))?;
-            for p in &l.parts {
-                let m = &r.meters[p.meter];
-                writeln!(
-                    out,
-                    "  {} [{:?} side]: {} of meter #{}'s {} -> {} of {} {cur}",
-                    p.class,
-                    p.side,
-                    human_bytes(p.bytes),
-                    m.id,
-                    human_bytes(m.bytes),
-                    qty(p.cost),
-                    qty(m.cost)
-                )?;
-            }
-        }
-        writeln!(out, "\nMeters:")?;
-        for m in &r.meters {
-            explain_meter(out, m, cur)?;
-        }
+    writeln!(out, "\nMeters:")?;
+    for m in &r.meters {
+        explain_meter(out, m, cur)?;
     }
-    if let Some(recs) = v.recommendations {
-        writeln!(out, "\nRecommendations ({}):", recs.len())?;
-        if recs.is_empty() {
-            writeln!(
-                out,
-                "  none: no avoidable NAT, cross-zone, cross-region or public-address traffic found"
-            )?;
-        }
-        for (i, rec) in recs.iter().enumerate() {
-            writeln!(
-                out,
-                "\n{}. {} — saves {} {cur}/month ({} in this period)",
-                i + 1,
-                rec.title,
-                money(rec.monthly_saving),
-                money(rec.period_saving)
-            )?;
-            writeln!(out, "   {}", rec.action)?;
-            for e in &rec.evidence {
-                writeln!(out, "   - {e}")?;
-            }
+    Ok(())
+}
+
+fn recommendations(out: &mut dyn Write, recs: &[Recommendation], cur: &str) -> Result<()> {
+    writeln!(out, "\nRecommendations ({}):", recs.len())?;
+    if recs.is_empty() {
+        writeln!(out, "  none: no avoidable NAT, cross-zone, cross-region or public-address traffic found")?;
+    }
+    for (i, rec) in recs.iter().enumerate() {
+        writeln!(
+            out,
+            "\n{}. {} — saves {} {cur}/month ({} in this period)",
+            i + 1,
+            rec.title,
+            money(rec.monthly_saving),
+            money(rec.period_saving)
+        )?;
+        writeln!(out, "   {}", rec.action)?;
+        for e in &rec.evidence {
+            writeln!(out, "   - {e}")?;
         }
     }
     Ok(())

@@ -7,7 +7,8 @@ use crate::model::human_bytes;
 use anyhow::Result;
 use std::io::Write;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How `graph` prints; the cli maps `--output` onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
     Table,
     Json,

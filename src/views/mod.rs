@@ -10,6 +10,15 @@ pub mod top;
 use comfy_table::{ContentArrangement, Table, presets};
 use std::io::Write;
 
+/// How a report prints: a table for people, JSON or CSV for scripts. Views own this type so they
+/// need nothing from `cli`; the cli maps its `--output` flag onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
 /// A table in the house style: UTF-8 borders, wraps to the terminal, no colour when asked not to.
 pub fn new_table(headers: &[&str], color: bool) -> Table {
     let mut t = Table::new();

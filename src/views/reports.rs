@@ -1,7 +1,6 @@
 //! Small reports: workspace info, import and demo results, retention.
 
-use super::{align_right, new_table, write_json};
-use crate::cli::OutputFormat;
+use super::{Format, align_right, new_table, write_json};
 use crate::demo::DemoReport;
 use crate::import::ImportSummary;
 use crate::model::human_bytes;
@@ -39,16 +38,16 @@ fn key_value_table(out: &mut dyn Write, pairs: &[(&str, String)], color: bool) -
 
 fn emit<T: Serialize>(
     out: &mut dyn Write,
-    format: OutputFormat,
+    format: Format,
     color: bool,
     schema: &str,
     body: &T,
     pairs: &[(&str, String)],
 ) -> Result<()> {
     match format {
-        OutputFormat::Json => write_json(out, &Versioned { schema, body }),
-        OutputFormat::Csv => csv_pairs(out, pairs),
-        OutputFormat::Table => key_value_table(out, pairs, color),
+        Format::Json => write_json(out, &Versioned { schema, body }),
+        Format::Csv => csv_pairs(out, pairs),
+        Format::Table => key_value_table(out, pairs, color),
     }
 }
 
@@ -56,12 +55,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
-pub fn workspace_info(
-    out: &mut dyn Write,
-    info: &WorkspaceInfo,
-    format: OutputFormat,
-    color: bool,
-) -> Result<()> {
+pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: Format, color: bool) -> Result<()> {
     let per_record = if info.flow_records > 0 {
         format!("{:.1} B/record", info.size_on_disk_bytes as f64 / info.flow_records as f64)
     } else {
@@ -92,13 +86,8 @@ pub fn workspace_info(
     emit(out, format, color, "egressor.workspace-info/v1", info, &pairs)
 }
 
-pub fn import_summary(
-    out: &mut dyn Write,
-    s: &ImportSummary,
-    format: OutputFormat,
-    color: bool,
-) -> Result<()> {
-    if format == OutputFormat::Json {
+pub fn import_summary(out: &mut dyn Write, s: &ImportSummary, format: Format, color: bool) -> Result<()> {
+    if format == Format::Json {
         return write_json(out, &Versioned { schema: "egressor.import/v1", body: s });
     }
     let r = &s.ingest;
@@ -127,10 +116,10 @@ pub fn import_summary(
     emit(out, format, color, "egressor.import/v1", s, &pairs)
 }
 
-pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: OutputFormat, color: bool) -> Result<()> {
+pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: Format, color: bool) -> Result<()> {
     match format {
-        OutputFormat::Json => write_json(out, &Versioned { schema: "egressor.demo/v1", body: r }),
-        OutputFormat::Csv => {
+        Format::Json => write_json(out, &Versioned { schema: "egressor.demo/v1", body: r }),
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record([
                 "event_id",
@@ -155,7 +144,7 @@ pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: OutputFormat, co
             w.flush()?;
             Ok(())
         }
-        OutputFormat::Table => {
+        Format::Table => {
             if r.batches_ingested == 0 && r.batches_skipped > 0 {
                 writeln!(
                     out,
@@ -186,7 +175,7 @@ pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: OutputFormat, co
     }
 }
 
-pub fn prune_report(out: &mut dyn Write, r: &PruneReport, format: OutputFormat, color: bool) -> Result<()> {
+pub fn prune_report(out: &mut dyn Write, r: &PruneReport, format: Format, color: bool) -> Result<()> {
     let pairs = [
         ("raw flows older than", r.raw_cutoff.to_string()),
         ("raw flow records deleted", r.raw_deleted.to_string()),
@@ -215,14 +204,14 @@ pub fn retention(out: &mut dyn Write, r: &Retention, color: bool) -> Result<()> 
 pub fn pull_reports(
     out: &mut dyn Write,
     reports: &[crate::transport::pull::PullReport],
-    format: OutputFormat,
+    format: Format,
     color: bool,
 ) -> Result<()> {
     match format {
-        OutputFormat::Json => {
+        Format::Json => {
             write_json(out, &serde_json::json!({ "schema": "egressor.pull/v1", "agents": reports }))
         }
-        OutputFormat::Csv => {
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record([
                 "agent",
@@ -247,7 +236,7 @@ pub fn pull_reports(
             w.flush()?;
             Ok(())
         }
-        OutputFormat::Table => {
+        Format::Table => {
             let mut t =
                 new_table(&["agent", "batches", "new", "already present", "records", "cursor"], color);
             for r in reports {
@@ -272,15 +261,15 @@ pub fn price_rows(
     out: &mut dyn Write,
     book: &crate::engines::pricing::PriceBook,
     rows: &[crate::engines::pricing::PriceRow],
-    format: OutputFormat,
+    format: Format,
     color: bool,
 ) -> Result<()> {
     match format {
-        OutputFormat::Json => write_json(
+        Format::Json => write_json(
             out,
             &serde_json::json!({ "schema": "egressor.prices/v1", "tables": book.tables(), "prices": rows }),
         ),
-        OutputFormat::Csv => {
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             for r in rows {
                 w.serialize(r)?;
@@ -288,7 +277,7 @@ pub fn price_rows(
             w.flush()?;
             Ok(())
         }
-        OutputFormat::Table => {
+        Format::Table => {
             let tables: Vec<String> =
                 book.tables().iter().map(|t| format!("{} ({}, as of {})", t.path, t.kind, t.as_of)).collect();
             writeln!(out, "prices: {}", tables.join(", "))?;
@@ -333,7 +322,7 @@ pub fn price_rows(
 pub fn live_snapshot(
     out: &mut dyn Write,
     m: &crate::engines::live::LiveModel,
-    format: OutputFormat,
+    format: Format,
     color: bool,
 ) -> Result<()> {
     let mut edges: Vec<_> = m.edges.iter().collect();
@@ -341,7 +330,7 @@ pub fn live_snapshot(
         b.rate.total_cmp(&a.rate).then_with(|| a.src.cmp(&b.src)).then_with(|| a.dst.cmp(&b.dst))
     });
     match format {
-        OutputFormat::Json => write_json(
+        Format::Json => write_json(
             out,
             &serde_json::json!({
                 "schema": "egressor.top/v1",
@@ -354,7 +343,7 @@ pub fn live_snapshot(
                 "edges": edges,
             }),
         ),
-        OutputFormat::Csv => {
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record(["from", "to", "class", "bytes", "bytes_per_sec", "cost", "cost_per_hour"])?;
             for e in edges {
@@ -371,7 +360,7 @@ pub fn live_snapshot(
             w.flush()?;
             Ok(())
         }
-        OutputFormat::Table => {
+        Format::Table => {
             let mut t =
                 new_table(&["from", "to", "class", "bytes", "rate", &format!("{}/h", m.currency)], color);
             for e in edges {

@@ -2,6 +2,7 @@
 //! the built `egressor` binary as a user would.
 
 mod agent;
+mod architecture;
 mod capture;
 mod cost;
 mod pricing;

@@ -1,0 +1,103 @@
+//! `egressor top`: a live view of transfer and its cost. Ticks of flow records come from local
+//! capture, agents or a workspace replay (`model::FlowFeed`); `engines::live` prices them and
+//! `views::top` draws them, or prints one snapshot with `--once`.
+
+use super::load;
+use crate::cli::{self, Settings, TopArgs};
+use crate::engines::graph::Level;
+use crate::engines::live::LiveModel;
+use crate::engines::topology::Topology;
+use crate::model::{FlowFeed, Timestamp};
+use crate::store::Workspace;
+use crate::store::replay::ReplayFeed;
+use crate::transport::pull::AgentTarget;
+use crate::views;
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::process::ExitCode;
+
+pub fn run(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    let book = load::price_book(&args.net.pricing)?;
+    let level = Level::parse(&args.level).expect("clap checked --level");
+    let ws = workspace_if_needed(settings, args)?;
+    let topology = match &ws {
+        Some(ws) => load::topology(ws, args.net.topology.as_deref())?,
+        None => args.net.topology.as_deref().map(Topology::load_file).transpose()?,
+    };
+    let mut feed = feed(settings, args, ws.as_ref())?;
+    let mut model = LiveModel::new(level);
+    if args.once {
+        if !args.replay {
+            std::thread::sleep(args.interval);
+        }
+        if let Some(t) = feed.tick()? {
+            model.tick(&t.records, t.start, t.end, &book, topology.as_ref())?;
+        }
+        views::reports::live_snapshot(out, &model, args.out.output.into(), settings.color)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let app = views::top::App::new(model, feed.describe());
+    views::top::run(app, feed.as_mut(), args.interval, &book, topology.as_ref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workspace is only needed for a replay and for its stored topology; live capture must not
+/// fail because no workspace exists yet.
+fn workspace_if_needed(settings: &Settings, args: &TopArgs) -> Result<Option<Workspace>> {
+    if !args.replay && args.net.topology.is_some() {
+        return Ok(None);
+    }
+    match Workspace::open(&settings.workspace) {
+        Ok(ws) => Ok(Some(ws)),
+        Err(e) if args.replay => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Where the ticks come from: the workspace (`--replay`), agents (`--agent`), or this host.
+fn feed<'w>(
+    settings: &Settings,
+    args: &TopArgs,
+    ws: Option<&'w Workspace>,
+) -> Result<Box<dyn FlowFeed + 'w>> {
+    if args.replay {
+        let ws = ws.expect("opened for replay");
+        let since = args.since.resolve(settings.now);
+        return Ok(if args.once {
+            Box::new(ReplayFeed::whole(ws, since, settings.now))
+        } else {
+            Box::new(ReplayFeed::new(ws, since, settings.now, args.interval.as_secs_f64(), args.speed))
+        });
+    }
+    if !args.agents.is_empty() {
+        let token = args.token_file.as_deref().map(cli::read_token).transpose()?;
+        let targets =
+            args.agents.iter().map(|u| AgentTarget { url: u.clone(), token: token.clone() }).collect();
+        return Ok(Box::new(crate::transport::live::AgentFeed::connect(targets, Timestamp::now())?));
+    }
+    Ok(Box::new(local_feed(args)?))
+}
+
+/// In-process capture for `top` on this host, or an error that says what to do instead.
+fn local_feed(args: &TopArgs) -> Result<crate::agent::live::LocalFeed> {
+    use crate::capture::{self, CaptureConfig, KernelCapture};
+    let instead = "watch agents with `egressor top --agent URL`, or play back the workspace with `egressor top --replay`";
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "live capture on this host needs root (CAP_BPF and CAP_NET_ADMIN to load eBPF probes); {instead}"
+        );
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("live capture needs a kernel with BTF (/sys/kernel/btf/vmlinux is missing); {instead}");
+    }
+    let cgroup_root =
+        capture::cgroup2_root().with_context(|| format!("live capture is not possible; {instead}"))?;
+    let cfg = CaptureConfig { cgroup_path: args.cgroup.clone(), ..CaptureConfig::default() };
+    let kernel =
+        KernelCapture::start(&cfg).with_context(|| format!("live capture is not possible; {instead}"))?;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let windower = crate::agent::window::Windower::new(&node, cgroup_root);
+    Ok(crate::agent::live::LocalFeed::new(Box::new(kernel), windower, &node, Timestamp::now()))
+}
