@@ -18,7 +18,10 @@
 //!    the remainder, so lines add up to the meter exactly.
 
 use super::classify::{Class, Classified, Classifier, Direction, Sides};
-use super::pricing::{Category, HourlyKind, Payer, PriceBook, Provider, Rate, TierAccumulation, TierSlice};
+use super::pricing::{
+    AllowanceScope, Category, CidrRule, FreeAllowance, HourlyKind, Payer, PriceBook, Provider, Rate,
+    TierAccumulation, TierSlice,
+};
 use super::topology::Topology;
 use crate::model::{Party, Timestamp, TrafficRow};
 use rust_decimal::Decimal;
@@ -308,372 +311,550 @@ fn party_key(by: GroupBy, p: &Party, node: &str, zone: Option<&str>) -> String {
     }
 }
 
+/// What the bill is computed under: every step reads it, none changes it.
+struct Terms<'a> {
+    book: &'a PriceBook,
+    provider: Provider,
+    accumulation: TierAccumulation,
+    by: GroupBy,
+}
+
+impl<'a> Terms<'a> {
+    fn new(input: &CostInput<'a>, provider: Provider) -> Self {
+        let accumulation =
+            input.book.tier_accumulation(provider).unwrap_or(TierAccumulation::PerSourceRegion);
+        Terms { book: input.book, provider, accumulation, by: input.by }
+    }
+}
+
 pub fn compute(input: &CostInput<'_>) -> anyhow::Result<CostReport> {
     let ranges = super::cloud_ranges::CloudRanges::shipped()?;
     let mut classifier = Classifier::new(input.topology, ranges);
-    let provider = classifier.provider();
-    let book = input.book;
-    let accumulation = book.tier_accumulation(provider).unwrap_or(TierAccumulation::PerSourceRegion);
-    let currency = book.currency(provider).unwrap_or("USD").to_string();
-    let by = input.by;
+    let terms = Terms::new(input, classifier.provider());
+    let transfers = gather_transfers(input.rows, &mut classifier);
+    let mut ledger = Ledger::default();
+    for (ti, t) in transfers.iter().enumerate() {
+        ledger.add_transfer(&terms, ti, t);
+    }
+    let mut allowances = Allowances { enabled: input.free_allowances, left: BTreeMap::new() };
+    let position = lay_earlier_usage(&ledger.ladders, &mut allowances);
+    let billed = bill_ladders(&ledger, &position, &mut allowances);
+    let transfer_costs = ledger.share_to_lines(&billed, &transfers);
+    let hourly = hourly_charges(terms.book, terms.provider, input.topology, input.period.hours());
+    Ok(build_report(input, &terms, ledger, billed.meters, hourly, transfers, transfer_costs))
+}
 
-    // 1. Transfers. A remote on a reporting node saw these bytes itself.
-    let observed: BTreeSet<&str> = input.rows.iter().map(|r| r.node.as_str()).collect();
+/// Step 1. A remote on a reporting node saw a row's incoming bytes itself, as its own outgoing
+/// ones: they are that node's transfer, and counting them here too would count them twice.
+fn gather_transfers(rows: &[TrafficRow], classifier: &mut Classifier<'_>) -> Vec<Transfer> {
+    let observed: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     let mut transfers = Vec::new();
-    for row in input.rows {
+    for row in rows {
         let remote_observed = row.remote.node.as_deref().is_some_and(|n| observed.contains(n));
         for (dir, bytes) in [(Direction::Out, row.bytes_out), (Direction::In, row.bytes_in)] {
             if bytes == 0 || (dir == Direction::In && remote_observed) {
                 continue;
             }
             let classified = classifier.classify(&row.node, &row.local, &row.remote, dir);
-            let local = row.local.workload_label();
-            let (sender, receiver) = match dir {
-                Direction::Out => (local, classified.remote_label.clone()),
-                Direction::In => (classified.remote_label.clone(), local),
-            };
-            transfers.push(Transfer {
-                month: row.month,
-                in_period: row.in_period,
-                node: row.node.clone(),
-                direction: dir,
-                bytes,
-                sender,
-                receiver,
-                classified,
-                local: row.local.clone(),
-                remote: row.remote.clone(),
-            });
+            transfers.push(Transfer::new(row, dir, bytes, classified));
+        }
+    }
+    transfers
+}
+
+/// Steps 2-3 as they accumulate over the transfers: charges on sub-meters grouped into ladders,
+/// and all the lines and totals can know before a meter is priced (bytes, what has no price).
+#[derive(Default)]
+struct Ledger {
+    ladders: BTreeMap<LadderKey, Vec<SubMeter>>,
+    /// Sub-meter by ladder, region and destination, as an index into `sub_list`.
+    sub_index: HashMap<(LadderKey, String, Option<String>), usize>,
+    /// Each sub-meter's ladder and place in it: charges name their sub-meter by this index, which
+    /// stays valid while ladders grow.
+    sub_list: Vec<(LadderKey, usize)>,
+    charges: Vec<Charge>,
+    unpriced: BTreeMap<String, Unpriced>,
+    lines: BTreeMap<String, CostLine>,
+    by_class: BTreeMap<Class, ClassTotal>,
+    total_bytes: u64,
+    unpriced_bytes: u64,
+}
+
+/// A leg of a transfer with the rate that prices it.
+struct PricedLeg {
+    rate: Rate,
+    dest: Option<String>,
+    region: String,
+    sides: Sides,
+}
+
+impl Ledger {
+    /// Steps 2-3 for one transfer.
+    fn add_transfer(&mut self, terms: &Terms<'_>, ti: usize, t: &Transfer) {
+        let c = &t.classified;
+        // The local party's line shows the transfer's bytes even when none of its cost lands there.
+        let mut keys_touched = BTreeSet::new();
+        keys_touched.insert(line_key(terms.by, t, Side::Owner, Sides::LocalAndGateway));
+        if t.in_period {
+            self.total_bytes += t.bytes;
+            self.by_class.entry(c.class).or_default().bytes += t.bytes;
+        }
+        if c.class == Class::Unknown {
+            self.note_unpriced(
+                t,
+                "unknown class: one end could not be placed".into(),
+                format!("{} -> {}: {}", t.sender, t.receiver, c.reason),
+            );
+        }
+        for leg in self.priced_legs(terms, t) {
+            self.charge_leg(terms, ti, t, &leg, &mut keys_touched);
+        }
+        if t.in_period {
+            self.count_line_bytes(t, keys_touched);
         }
     }
 
-    // 2-3. Charges on sub-meters, grouped into ladders.
-    let mut ladders: BTreeMap<LadderKey, Vec<SubMeter>> = BTreeMap::new();
-    let mut sub_index: HashMap<(LadderKey, String, Option<String>), usize> = HashMap::new();
-    let mut sub_list: Vec<(LadderKey, usize)> = Vec::new();
-    let mut charges: Vec<Charge> = Vec::new();
-    let mut unpriced: BTreeMap<String, Unpriced> = BTreeMap::new();
-    let mut lines: BTreeMap<String, CostLine> = BTreeMap::new();
-    let mut by_class: BTreeMap<Class, ClassTotal> = BTreeMap::new();
-    let mut total_bytes = 0u64;
-    let mut unpriced_bytes = 0u64;
+    /// A user CIDR rule replaces the classifier's prices for traffic to its range. A leg the book
+    /// has no price for is reported rather than charged as free.
+    fn priced_legs(&mut self, terms: &Terms<'_>, t: &Transfer) -> Vec<PricedLeg> {
+        let provider = terms.provider;
+        let cidr = match (t.direction, t.remote.ip) {
+            (Direction::Out, Some(ip)) => terms.book.cidr_rule(provider, ip),
+            _ => None,
+        };
+        if let Some(rule) = cidr {
+            return vec![cidr_leg(provider, rule, &t.classified)];
+        }
+        let mut priced = Vec::new();
+        for leg in &t.classified.legs {
+            match terms.book.rate_variant(
+                provider,
+                &leg.region,
+                leg.category,
+                leg.variant,
+                leg.dest.as_deref(),
+            ) {
+                Some(rate) => priced.push(PricedLeg {
+                    rate: rate.clone(),
+                    dest: leg.dest.clone(),
+                    region: leg.region.clone(),
+                    sides: leg.sides,
+                }),
+                None => self.note_unpriced(
+                    t,
+                    format!(
+                        "no {provider} price for {} from {}{}",
+                        leg.category,
+                        leg.region,
+                        leg.dest.as_ref().map(|d| format!(" to {d}")).unwrap_or_default()
+                    ),
+                    format!("{} -> {}", t.sender, t.receiver),
+                ),
+            }
+        }
+        priced
+    }
 
-    let new_line = |key: &str| CostLine {
+    /// Bytes before the period only move the tier position; in the period they are a charge to each
+    /// side on our bill. Runs for every leg of every transfer: the sub-meter is looked up once per
+    /// leg, and the loop over its sides stays here with it.
+    fn charge_leg(
+        &mut self,
+        terms: &Terms<'_>,
+        ti: usize,
+        t: &Transfer,
+        leg: &PricedLeg,
+        keys_touched: &mut BTreeSet<String>,
+    ) {
+        let sides_charged = sides_charged(leg, t);
+        let sub = self.sub_meter(terms.accumulation, t.month, leg);
+        let (lk, idx) = &self.sub_list[sub];
+        let sm = &mut self.ladders.get_mut(lk).expect("ladder exists")[*idx];
+        for side in sides_charged {
+            if t.in_period {
+                sm.bytes_in += t.bytes;
+                let key = line_key(terms.by, t, side, leg.sides);
+                keys_touched.insert(key.clone());
+                sm.charges.push(self.charges.len());
+                self.charges.push(Charge { transfer: ti, sub, side, key, bytes: t.bytes });
+            } else {
+                sm.bytes_before += t.bytes;
+            }
+        }
+    }
+
+    /// The sub-meter of a leg's rate, region and destination in its month's ladder, made on first
+    /// use; returns its index into `sub_list`.
+    fn sub_meter(&mut self, accumulation: TierAccumulation, month: Timestamp, leg: &PricedLeg) -> usize {
+        let scope = match accumulation {
+            TierAccumulation::PerSourceRegion => leg.region.clone(),
+            TierAccumulation::Global => "*".into(),
+        };
+        let lk = LadderKey {
+            month,
+            category: leg.rate.category,
+            variant: leg.rate.variant.clone(),
+            scope,
+            origin: origin_of(&leg.rate),
+        };
+        let sk = (lk.clone(), leg.region.clone(), leg.dest.clone());
+        *self.sub_index.entry(sk).or_insert_with(|| {
+            let subs = self.ladders.entry(lk.clone()).or_default();
+            subs.push(SubMeter {
+                rate: leg.rate.clone(),
+                region: leg.region.clone(),
+                dest: leg.dest.clone(),
+                bytes_before: 0,
+                bytes_in: 0,
+                charges: Vec::new(),
+            });
+            self.sub_list.push((lk, subs.len() - 1));
+            self.sub_list.len() - 1
+        })
+    }
+
+    fn count_line_bytes(&mut self, t: &Transfer, keys_touched: BTreeSet<String>) {
+        for k in keys_touched {
+            let line = self.lines.entry(k.clone()).or_insert_with(|| new_line(&k));
+            line.bytes += t.bytes;
+            line.classes.entry(t.classified.class).or_default().bytes += t.bytes;
+        }
+    }
+
+    /// Only the period's bytes are reported: earlier ones are not on this bill.
+    fn note_unpriced(&mut self, t: &Transfer, reason: String, example: String) {
+        if !t.in_period {
+            return;
+        }
+        self.unpriced_bytes += t.bytes;
+        let u = self.unpriced.entry(reason.clone()).or_insert(Unpriced {
+            reason,
+            bytes: 0,
+            transfers: 0,
+            example,
+        });
+        u.bytes += t.bytes;
+        u.transfers += 1;
+    }
+
+    /// Step 5, once the meters are priced: each charge's share onto its line, its class and its
+    /// transfer. Returns each transfer's cost by category of leg.
+    fn share_to_lines(
+        &mut self,
+        billed: &Billed,
+        transfers: &[Transfer],
+    ) -> Vec<BTreeMap<Category, Decimal>> {
+        let mut transfer_costs: Vec<BTreeMap<Category, Decimal>> = vec![BTreeMap::new(); transfers.len()];
+        for (ci, ch) in self.charges.iter().enumerate() {
+            let (lk, idx) = &self.sub_list[ch.sub];
+            let Some(&meter) = billed.sub_meter_id.get(&(lk.clone(), *idx)) else { continue };
+            let cost = billed.charge_cost[ci];
+            let class = transfers[ch.transfer].classified.class;
+            let line = self.lines.entry(ch.key.clone()).or_insert_with(|| new_line(&ch.key));
+            line.cost += cost;
+            line.classes.entry(class).or_default().cost += cost;
+            add_part(&mut line.parts, LinePart { meter, class, side: ch.side, bytes: ch.bytes, cost });
+            self.by_class.entry(class).or_default().cost += cost;
+            *transfer_costs[ch.transfer].entry(lk.category).or_default() += cost;
+        }
+        transfer_costs
+    }
+}
+
+impl Transfer {
+    fn new(row: &TrafficRow, direction: Direction, bytes: u64, classified: Classified) -> Transfer {
+        let local = row.local.workload_label();
+        let (sender, receiver) = match direction {
+            Direction::Out => (local, classified.remote_label.clone()),
+            Direction::In => (classified.remote_label.clone(), local),
+        };
+        Transfer {
+            month: row.month,
+            in_period: row.in_period,
+            node: row.node.clone(),
+            direction,
+            bytes,
+            sender,
+            receiver,
+            classified,
+            local: row.local.clone(),
+            remote: row.remote.clone(),
+        }
+    }
+}
+
+fn new_line(key: &str) -> CostLine {
+    CostLine {
         key: key.to_string(),
         bytes: 0,
         cost: Decimal::ZERO,
         classes: BTreeMap::new(),
         parts: Vec::new(),
-    };
-    for (ti, t) in transfers.iter().enumerate() {
-        let c = &t.classified;
-        let local_zone = t.local.zone.as_deref();
-        let local_key = |by| party_key(by, &t.local, &t.node, local_zone);
-        let remote_node = t.remote.node.clone().unwrap_or_else(|| "(unknown node)".into());
-        let remote_key = |by| party_key(by, &t.remote, &remote_node, t.remote.zone.as_deref());
-        let (sender_is_local, receiver_is_local) =
-            (t.direction == Direction::Out, t.direction == Direction::In);
-        let key_for = |side: Side, sides: Sides| -> String {
-            match by {
-                GroupBy::Edge => format!("{} -> {}", t.sender, t.receiver),
-                GroupBy::Class => c.class.as_str().to_string(),
-                _ => {
-                    let local = match side {
-                        Side::Owner => true,
-                        _ if sides == Sides::LocalAndGateway => true,
-                        Side::Sender => sender_is_local,
-                        Side::Receiver => receiver_is_local,
-                    };
-                    if local { local_key(by) } else { remote_key(by) }
-                }
-            }
-        };
-        let mut keys_touched = BTreeSet::new();
-        keys_touched.insert(key_for(Side::Owner, Sides::LocalAndGateway));
-        if t.in_period {
-            total_bytes += t.bytes;
-            by_class.entry(c.class).or_default().bytes += t.bytes;
+    }
+}
+
+/// A line has one part per meter, class and side, however many charges make it up.
+fn add_part(parts: &mut Vec<LinePart>, part: LinePart) {
+    match parts.iter_mut().find(|p| p.meter == part.meter && p.class == part.class && p.side == part.side) {
+        Some(p) => {
+            p.bytes += part.bytes;
+            p.cost += part.cost;
         }
-        let mut note_unpriced = |reason: String, example: String| {
-            if !t.in_period {
-                return;
-            }
-            let u = unpriced.entry(reason.clone()).or_insert(Unpriced {
-                reason,
-                bytes: 0,
-                transfers: 0,
-                example,
-            });
-            u.bytes += t.bytes;
-            u.transfers += 1;
-        };
-        if c.class == Class::Unknown {
-            if t.in_period {
-                unpriced_bytes += t.bytes;
-            }
-            note_unpriced(
-                "unknown class: one end could not be placed".into(),
-                format!("{} -> {}: {}", t.sender, t.receiver, c.reason),
-            );
-        }
-        // A user CIDR rule replaces the classifier's price for traffic to that range.
-        let cidr = match (t.direction, t.remote.ip) {
-            (Direction::Out, Some(ip)) => book.cidr_rule(provider, ip),
-            _ => None,
-        };
-        let legs: Vec<(Rate, Option<String>, String, Sides)> = if let Some(rule) = cidr {
-            let rate = Rate {
-                provider,
-                category: c.legs.last().map(|l| l.category).unwrap_or(Category::InternetEgress),
-                variant: Some(format!("cidr {}", rule.net)),
-                tiers: vec![super::pricing::Tier {
-                    from_units: Decimal::ZERO,
-                    to_units: None,
-                    price: rule.price,
-                }],
-                payer: rule.payer,
-                unit: rule.unit,
-                currency: rule.currency.clone(),
-                free: None,
-                source: format!("{} ({})", rule.source, rule.reason),
-                as_of: rule.as_of.clone(),
-                origin: rule.origin.clone(),
+        None => parts.push(part),
+    }
+}
+
+/// Which line a side of a transfer is charged to. A gateway leg (the NAT hop) and a gateway's
+/// owner are on the local end's path, so their charges fall on the local party.
+fn line_key(by: GroupBy, t: &Transfer, side: Side, sides: Sides) -> String {
+    match by {
+        GroupBy::Edge => format!("{} -> {}", t.sender, t.receiver),
+        GroupBy::Class => t.classified.class.as_str().to_string(),
+        _ => {
+            let local = match side {
+                Side::Owner => true,
+                _ if sides == Sides::LocalAndGateway => true,
+                Side::Sender => t.direction == Direction::Out,
+                Side::Receiver => t.direction == Direction::In,
             };
-            let region = c.legs.first().map(|l| l.region.clone()).unwrap_or_default();
-            vec![(rate, None, region, Sides::Parties)]
-        } else {
-            let mut v = Vec::new();
-            for leg in &c.legs {
-                match book.rate_variant(provider, &leg.region, leg.category, leg.variant, leg.dest.as_deref())
-                {
-                    Some(rate) => v.push((rate.clone(), leg.dest.clone(), leg.region.clone(), leg.sides)),
-                    None => {
-                        if t.in_period {
-                            unpriced_bytes += t.bytes;
-                        }
-                        note_unpriced(
-                            format!(
-                                "no {provider} price for {} from {}{}",
-                                leg.category,
-                                leg.region,
-                                leg.dest.as_ref().map(|d| format!(" to {d}")).unwrap_or_default()
-                            ),
-                            format!("{} -> {}", t.sender, t.receiver),
-                        );
-                    }
-                }
-            }
-            v
-        };
-        for (rate, dest, region, sides) in legs {
-            let remote_ours = c.remote_ours;
-            let local_is_sender = t.direction == Direction::Out;
-            let on_bill = |side: Side| -> bool {
-                sides == Sides::LocalAndGateway
-                    || side == Side::Owner
-                    || match side {
-                        Side::Sender => local_is_sender || remote_ours,
-                        Side::Receiver => !local_is_sender || remote_ours,
-                        Side::Owner => true,
-                    }
-            };
-            let sides_charged: Vec<Side> = match rate.payer {
-                Payer::Source => vec![Side::Sender],
-                Payer::Destination => vec![Side::Receiver],
-                Payer::Both => vec![Side::Sender, Side::Receiver],
-                Payer::Owner => vec![Side::Owner],
-            }
-            .into_iter()
-            .filter(|s| on_bill(*s))
-            .collect();
-            let scope = match accumulation {
-                TierAccumulation::PerSourceRegion => region.clone(),
-                TierAccumulation::Global => "*".into(),
-            };
-            let lk = LadderKey {
-                month: t.month,
-                category: rate.category,
-                variant: rate.variant.clone(),
-                scope,
-                origin: origin_of(&rate),
-            };
-            let sk = (lk.clone(), region.clone(), dest.clone());
-            let sub = *sub_index.entry(sk).or_insert_with(|| {
-                let subs = ladders.entry(lk.clone()).or_default();
-                subs.push(SubMeter {
-                    rate: rate.clone(),
-                    region: region.clone(),
-                    dest: dest.clone(),
-                    bytes_before: 0,
-                    bytes_in: 0,
-                    charges: Vec::new(),
-                });
-                sub_list.push((lk.clone(), subs.len() - 1));
-                sub_list.len() - 1
-            });
-            let (lk, idx) = &sub_list[sub];
-            let sm = &mut ladders.get_mut(lk).expect("ladder exists")[*idx];
-            for side in sides_charged {
-                if t.in_period {
-                    sm.bytes_in += t.bytes;
-                    let key = key_for(side, sides);
-                    keys_touched.insert(key.clone());
-                    sm.charges.push(charges.len());
-                    charges.push(Charge { transfer: ti, sub, side, key, bytes: t.bytes });
-                } else {
-                    sm.bytes_before += t.bytes;
-                }
-            }
-        }
-        if t.in_period {
-            for k in keys_touched {
-                let line = lines.entry(k.clone()).or_insert_with(|| new_line(&k));
-                line.bytes += t.bytes;
-                line.classes.entry(c.class).or_default().bytes += t.bytes;
+            if local {
+                party_key(by, &t.local, &t.node, t.local.zone.as_deref())
+            } else {
+                let node = t.remote.node.as_deref().unwrap_or("(unknown node)");
+                party_key(by, &t.remote, node, t.remote.zone.as_deref())
             }
         }
     }
+}
 
-    // 4. Lay usage on the ladders: all earlier usage first (it consumes free allowance first), then
-    // the period's, in key order.
-    let mut pools: BTreeMap<(Timestamp, String, String), Decimal> = BTreeMap::new();
-    let pool_key = |month: Timestamp, rate: &Rate, region: &str| {
-        rate.free.as_ref().filter(|_| input.free_allowances).map(|f| {
-            let scope = match f.scope {
-                super::pricing::AllowanceScope::Global => "*".to_string(),
-                super::pricing::AllowanceScope::PerSourceRegion => region.to_string(),
-            };
-            ((month, f.name.clone(), scope), f.units)
-        })
+/// The sides the leg's payer charges that are on our bill: a party outside our networks pays its
+/// side of a `both` charge on a bill that is not ours.
+fn sides_charged(leg: &PricedLeg, t: &Transfer) -> Vec<Side> {
+    let remote_ours = t.classified.remote_ours;
+    let local_is_sender = t.direction == Direction::Out;
+    let on_bill = |side: Side| -> bool {
+        leg.sides == Sides::LocalAndGateway
+            || side == Side::Owner
+            || match side {
+                Side::Sender => local_is_sender || remote_ours,
+                Side::Receiver => !local_is_sender || remote_ours,
+                Side::Owner => true,
+            }
     };
+    match leg.rate.payer {
+        Payer::Source => vec![Side::Sender],
+        Payer::Destination => vec![Side::Receiver],
+        Payer::Both => vec![Side::Sender, Side::Receiver],
+        Payer::Owner => vec![Side::Owner],
+    }
+    .into_iter()
+    .filter(|s| on_bill(*s))
+    .collect()
+}
+
+/// A CIDR rule as a one-tier rate, in the category of the classifier's last leg (the one that
+/// leaves for the rule's range).
+fn cidr_leg(provider: Provider, rule: &CidrRule, c: &Classified) -> PricedLeg {
+    let rate = Rate {
+        provider,
+        category: c.legs.last().map(|l| l.category).unwrap_or(Category::InternetEgress),
+        variant: Some(format!("cidr {}", rule.net)),
+        tiers: vec![super::pricing::Tier { from_units: Decimal::ZERO, to_units: None, price: rule.price }],
+        payer: rule.payer,
+        unit: rule.unit,
+        currency: rule.currency.clone(),
+        free: None,
+        source: format!("{} ({})", rule.source, rule.reason),
+        as_of: rule.as_of.clone(),
+        origin: rule.origin.clone(),
+    };
+    let region = c.legs.first().map(|l| l.region.clone()).unwrap_or_default();
+    PricedLeg { rate, dest: None, region, sides: Sides::Parties }
+}
+
+/// Free allowance left in each pool, by month, allowance name and scope. A pool outlives a meter:
+/// one allowance can be attached to many rates and regions.
+struct Allowances {
+    /// Off for live rates (see `CostInput::free_allowances`).
+    enabled: bool,
+    left: BTreeMap<(Timestamp, String, String), Decimal>,
+}
+
+impl Allowances {
+    /// Takes up to `units` from the pool the rate draws on: the allowance and the units it gave, or
+    /// `None` when the rate draws on none.
+    fn take<'r>(
+        &mut self,
+        month: Timestamp,
+        rate: &'r Rate,
+        region: &str,
+        units: Decimal,
+    ) -> Option<(&'r FreeAllowance, Decimal)> {
+        let f = rate.free.as_ref().filter(|_| self.enabled)?;
+        let scope = match f.scope {
+            AllowanceScope::Global => "*".to_string(),
+            AllowanceScope::PerSourceRegion => region.to_string(),
+        };
+        let left = self.left.entry((month, f.name.clone(), scope)).or_insert(f.units);
+        let taken = units.min(*left);
+        *left -= taken;
+        Some((f, taken))
+    }
+}
+
+/// Step 4, first half. Earlier usage of the month is not on this bill but moves the tier position
+/// and uses free allowance first, so all of it (every ladder's, as pools span ladders) goes on
+/// before any of the period's. Returns where each ladder's period usage starts.
+fn lay_earlier_usage(
+    ladders: &BTreeMap<LadderKey, Vec<SubMeter>>,
+    allowances: &mut Allowances,
+) -> BTreeMap<LadderKey, Decimal> {
     let mut position: BTreeMap<LadderKey, Decimal> = BTreeMap::new();
-    for (lk, subs) in &ladders {
+    for (lk, subs) in ladders {
         for sm in subs {
             let units = sm.rate.units_for_bytes(sm.bytes_before);
             *position.entry(lk.clone()).or_default() += units;
-            if let Some((pk, allowance)) = pool_key(lk.month, &sm.rate, &sm.region) {
-                let left = pools.entry(pk).or_insert(allowance);
-                *left -= units.min(*left);
-            }
+            allowances.take(lk.month, &sm.rate, &sm.region, units);
         }
     }
-    let mut meters = Vec::new();
-    let mut charge_cost = vec![Decimal::ZERO; charges.len()];
-    let mut sub_meter_id = HashMap::new();
-    for (lk, subs) in &ladders {
+    position
+}
+
+/// The priced meters and each charge's share of its meter (same index as `Ledger::charges`).
+struct Billed {
+    meters: Vec<Meter>,
+    charge_cost: Vec<Decimal>,
+    /// Meter id by ladder and place in it; a sub-meter without usage in the period has no meter.
+    sub_meter_id: HashMap<(LadderKey, usize), usize>,
+}
+
+/// Step 4, second half, then 5: the period's usage on each ladder, in key order, from where the
+/// earlier usage left it; each meter's cost shared among its charges.
+fn bill_ladders(
+    ledger: &Ledger,
+    position: &BTreeMap<LadderKey, Decimal>,
+    allowances: &mut Allowances,
+) -> Billed {
+    let mut billed = Billed {
+        meters: Vec::new(),
+        charge_cost: vec![Decimal::ZERO; ledger.charges.len()],
+        sub_meter_id: HashMap::new(),
+    };
+    for (lk, subs) in &ledger.ladders {
         let mut pos = position.get(lk).copied().unwrap_or_default();
         for (si, sm) in subs.iter().enumerate() {
             if sm.bytes_in == 0 {
                 continue;
             }
-            let units = sm.rate.units_for_bytes(sm.bytes_in);
-            let slices = sm.rate.tier_slices(pos, units);
-            let mut cost: Decimal = slices.iter().map(|s| s.cost).sum();
-            let (mut free_units, mut free_value, mut free_name) = (Decimal::ZERO, Decimal::ZERO, None);
-            if let Some((pk, allowance)) = pool_key(lk.month, &sm.rate, &sm.region) {
-                free_name = Some(pk.1.clone());
-                let left = pools.entry(pk).or_insert(allowance);
-                free_units = units.min(*left);
-                *left -= free_units;
-                free_value = sm.rate.tier_slices(pos, free_units).iter().map(|s| s.cost).sum();
-                cost -= free_value;
-            }
-            let cost = cost.round_dp(MONEY_DP);
-            let id = meters.len();
-            let units_before = sm.rate.units_for_bytes(sm.bytes_before);
-            meters.push(Meter {
-                id,
-                category: lk.category,
-                variant: lk.variant.clone(),
-                region: sm.region.clone(),
-                dest: sm.dest.clone(),
-                month: month_label(lk.month),
-                unit: sm.rate.unit.to_string(),
-                payer: sm.rate.payer,
-                price_origin: origin_of(&sm.rate),
-                price_source: sm.rate.source.clone(),
-                as_of: sm.rate.as_of.clone(),
-                tier_position: pos,
-                units_before,
-                units,
-                bytes: sm.bytes_in,
-                free_allowance: free_name,
-                free_units,
-                free_value,
-                slices,
-                cost,
-            });
-            sub_meter_id.insert((lk.clone(), si), id);
-            pos += units;
-            // 5. Share the meter's cost by bytes; the last charge takes the remainder.
-            let mut given = Decimal::ZERO;
-            let n = sm.charges.len();
-            for (i, &ci) in sm.charges.iter().enumerate() {
-                let share = if i + 1 == n {
-                    cost - given
-                } else {
-                    (cost * Decimal::from(charges[ci].bytes) / Decimal::from(sm.bytes_in)).round_dp(MONEY_DP)
-                };
-                given += share;
-                charge_cost[ci] = share;
-            }
+            let meter = price_meter(billed.meters.len(), lk, sm, pos, allowances);
+            pos += meter.units;
+            share_cost(meter.cost, sm, &ledger.charges, &mut billed.charge_cost);
+            billed.sub_meter_id.insert((lk.clone(), si), meter.id);
+            billed.meters.push(meter);
         }
     }
+    billed
+}
 
-    let mut transfer_costs: Vec<BTreeMap<Category, Decimal>> = vec![BTreeMap::new(); transfers.len()];
-    for (ci, ch) in charges.iter().enumerate() {
-        let (lk, idx) = &sub_list[ch.sub];
-        let Some(&meter) = sub_meter_id.get(&(lk.clone(), *idx)) else { continue };
-        let cost = charge_cost[ci];
-        let class = transfers[ch.transfer].classified.class;
-        let line = lines.entry(ch.key.clone()).or_insert_with(|| new_line(&ch.key));
-        line.cost += cost;
-        line.classes.entry(class).or_default().cost += cost;
-        match line.parts.iter_mut().find(|p| p.meter == meter && p.class == class && p.side == ch.side) {
-            Some(p) => {
-                p.bytes += ch.bytes;
-                p.cost += cost;
-            }
-            None => line.parts.push(LinePart { meter, class, side: ch.side, bytes: ch.bytes, cost }),
-        }
-        by_class.entry(class).or_default().cost += cost;
-        *transfer_costs[ch.transfer].entry(lk.category).or_default() += cost;
+/// A sub-meter's period usage priced on its ladder from `pos`. Free units come off the start of
+/// the usage, so they are worth the tier prices there.
+fn price_meter(id: usize, lk: &LadderKey, sm: &SubMeter, pos: Decimal, allowances: &mut Allowances) -> Meter {
+    let units = sm.rate.units_for_bytes(sm.bytes_in);
+    let slices = sm.rate.tier_slices(pos, units);
+    let mut cost: Decimal = slices.iter().map(|s| s.cost).sum();
+    let (mut free_units, mut free_value, mut free_name) = (Decimal::ZERO, Decimal::ZERO, None);
+    if let Some((free, taken)) = allowances.take(lk.month, &sm.rate, &sm.region, units) {
+        free_name = Some(free.name.clone());
+        free_units = taken;
+        free_value = sm.rate.tier_slices(pos, free_units).iter().map(|s| s.cost).sum();
+        cost -= free_value;
     }
+    Meter {
+        id,
+        category: lk.category,
+        variant: lk.variant.clone(),
+        region: sm.region.clone(),
+        dest: sm.dest.clone(),
+        month: month_label(lk.month),
+        unit: sm.rate.unit.to_string(),
+        payer: sm.rate.payer,
+        price_origin: origin_of(&sm.rate),
+        price_source: sm.rate.source.clone(),
+        as_of: sm.rate.as_of.clone(),
+        tier_position: pos,
+        units_before: sm.rate.units_for_bytes(sm.bytes_before),
+        units,
+        bytes: sm.bytes_in,
+        free_allowance: free_name,
+        free_units,
+        free_value,
+        slices,
+        cost: cost.round_dp(MONEY_DP),
+    }
+}
 
-    let hours = input.period.hours();
-    let hourly = hourly_charges(book, provider, input.topology, hours);
+/// Shares are rounded to `MONEY_DP`; the last charge takes the remainder so that the shares add up
+/// to the meter exactly.
+fn share_cost(cost: Decimal, sm: &SubMeter, charges: &[Charge], charge_cost: &mut [Decimal]) {
+    let mut given = Decimal::ZERO;
+    let n = sm.charges.len();
+    for (i, &ci) in sm.charges.iter().enumerate() {
+        let share = if i + 1 == n {
+            cost - given
+        } else {
+            (cost * Decimal::from(charges[ci].bytes) / Decimal::from(sm.bytes_in)).round_dp(MONEY_DP)
+        };
+        given += share;
+        charge_cost[ci] = share;
+    }
+}
+
+fn build_report(
+    input: &CostInput<'_>,
+    terms: &Terms<'_>,
+    ledger: Ledger,
+    meters: Vec<Meter>,
+    hourly: Vec<HourlyLine>,
+    transfers: Vec<Transfer>,
+    transfer_costs: Vec<BTreeMap<Category, Decimal>>,
+) -> CostReport {
     let transfer_cost: Decimal = meters.iter().map(|m| m.cost).sum();
     let hourly_cost: Decimal = hourly.iter().map(|h| h.cost).sum();
-    let mut lines: Vec<CostLine> = lines.into_values().collect();
-    lines.sort_by(|a, b| b.cost.cmp(&a.cost).then(b.bytes.cmp(&a.bytes)).then(a.key.cmp(&b.key)));
     let mut report = CostReport {
         schema: COST_SCHEMA,
-        provider,
-        currency,
-        tier_accumulation: accumulation,
+        provider: terms.provider,
+        currency: terms.book.currency(terms.provider).unwrap_or("USD").to_string(),
+        tier_accumulation: terms.accumulation,
         topology: input.topology.map(|t| t.origin.clone()),
         since: input.period.since,
         until: input.period.until,
-        hours,
-        by,
-        lines,
-        by_class,
+        hours: input.period.hours(),
+        by: terms.by,
+        lines: sorted_lines(ledger.lines),
+        by_class: ledger.by_class,
         hourly,
-        unpriced: unpriced.into_values().collect(),
+        unpriced: ledger.unpriced.into_values().collect(),
         meters,
         totals: Totals {
-            bytes: total_bytes,
+            bytes: ledger.total_bytes,
             transfer_cost,
             hourly_cost,
             cost: transfer_cost + hourly_cost,
-            unpriced_bytes,
+            unpriced_bytes: ledger.unpriced_bytes,
             projected_monthly: Decimal::ZERO,
         },
         transfers,
         transfer_costs,
     };
     report.totals.projected_monthly = report.monthly(report.totals.cost);
-    Ok(report)
+    report
+}
+
+/// Costliest first; then by bytes, then by key, so that equal lines keep one order.
+fn sorted_lines(lines: BTreeMap<String, CostLine>) -> Vec<CostLine> {
+    let mut lines: Vec<CostLine> = lines.into_values().collect();
+    lines.sort_by(|a, b| b.cost.cmp(&a.cost).then(b.bytes.cmp(&a.bytes)).then(a.key.cmp(&b.key)));
+    lines
 }
 
 /// Charges per hour a resource exists (NAT gateways, transit gateway attachments, interface
