@@ -9,7 +9,7 @@
 
 use super::cloud_ranges::{CloudRanges, CloudService};
 use super::pricing::{Category, Provider};
-use super::topology::Topology;
+use super::topology::{Endpoint, NatGateway, Topology, TransitGateway};
 use crate::model::Party;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -248,318 +248,435 @@ impl<'a> Classifier<'a> {
     pub fn classify(&mut self, node: &str, local: &Party, remote: &Party, dir: Direction) -> Classified {
         let l = self.place(local);
         let r = self.remote_place(remote);
-        let remote_label = match &r {
-            Place::Service(s) => s.label(),
-            Place::Internet => format!("internet {}", remote.ip.map(|i| i.to_string()).unwrap_or_default()),
-            Place::InterfaceEndpoint { id, service } => format!("endpoint {id} ({service})"),
-            _ => remote.workload_label(),
-        };
-        let mut c = Classified {
-            class: Class::Unknown,
-            reason: String::new(),
-            legs: Vec::new(),
-            remote_ours: matches!(r, Place::Private { owned: true, .. } | Place::OwnPublic { .. }),
-            remote_label,
-            service: match &r {
-                Place::Service(s) => Some(s.clone()),
-                _ => None,
-            },
-            nat: None,
-            vpc: None,
-            regions: None,
-        };
-        let Place::Private { vpc: lvpc, zone: lzone, region: lregion, nat: lnat, .. } = &l else {
+        let mut c = unclassified(remote, &r);
+        let Place::Private { vpc, zone, region, nat, .. } = &l else {
             c.reason = format!(
                 "the local end {} is not inside a known network (expected a pod or host address)",
                 local.ip.map(|i| i.to_string()).unwrap_or_default()
             );
             return c;
         };
-        c.vpc = lvpc.clone();
-        let Some(lregion) = lregion.clone() else {
+        c.vpc = vpc.clone();
+        let Some(region) = region.as_deref() else {
             c.reason = format!(
                 "node {node} has no region: label it (topology.kubernetes.io/region) or add its subnet to the topology"
             );
             return c;
         };
-        let leg = |category, region: &str, dest: Option<&str>, sides, what: String| Leg {
-            category,
-            variant: None,
-            region: region.to_string(),
-            dest: dest.map(str::to_string),
-            sides,
-            what,
+        let flow = Flow {
+            topo: self.topo,
+            node,
+            local,
+            remote,
+            dir,
+            rip: remote.ip.map(|i| i.to_string()).unwrap_or_default(),
+            vpc: vpc.as_deref(),
+            zone: zone.as_deref(),
+            region,
+            nat_id: nat.as_deref(),
+            nat: nat.as_deref().and_then(|id| self.topo.and_then(|t| t.nat(id))),
         };
-        let nat = lnat.as_ref().and_then(|id| self.topo.and_then(|t| t.nat(id)));
-        // The hop between the pod and a NAT gateway in another zone is cross-zone traffic of its own.
-        let nat_legs = |c: &mut Classified| {
-            if let Some(n) = nat {
-                c.nat = Some(n.id.clone());
-                c.legs.push(leg(
-                    Category::NatProcessing,
-                    &lregion,
-                    None,
-                    Sides::LocalAndGateway,
-                    format!("NAT gateway {} processing", n.id),
-                ));
-                if lzone.as_deref().is_some_and(|z| z != n.zone) {
-                    c.legs.push(leg(
-                        Category::CrossZone,
-                        &lregion,
-                        None,
-                        Sides::LocalAndGateway,
-                        format!(
-                            "hop between {} and NAT {} in {}",
-                            lzone.as_deref().unwrap_or("?"),
-                            n.id,
-                            n.zone
-                        ),
-                    ));
-                }
-            }
-        };
-        let rip = remote.ip.map(|i| i.to_string()).unwrap_or_default();
-        match &r {
-            Place::Private { vpc: rvpc, zone: rzone, region: rregion, owned, subnet, .. } => {
-                if remote.node.as_deref() == Some(node) || (local.ip.is_some() && local.ip == remote.ip) {
-                    c.class = Class::SameNode;
-                    c.reason = format!("both ends on node {node}");
-                    return c;
-                }
-                let where_r = match (subnet, rzone) {
-                    (Some(s), Some(z)) => format!("{rip} is in {s} ({z})"),
-                    (None, Some(z)) => format!("{rip} is in {z}"),
-                    _ => rip.to_string(),
-                };
-                let Some(rregion) = rregion.clone() else {
-                    c.reason = format!("{where_r}: its region is unknown");
-                    return c;
-                };
-                let (src_region, dst_region) = match dir {
-                    Direction::Out => (lregion.clone(), rregion.clone()),
-                    Direction::In => (rregion.clone(), lregion.clone()),
-                };
-                let via = match (lvpc, rvpc) {
-                    (Some(a), Some(b)) if a != b => {
-                        let t = self.topo.expect("VPCs come from a topology");
-                        if let Some(p) = t.peering(a, b) {
-                            Some(format!("peering {p}"))
-                        } else if let Some(tgw) = t.transit_gateway(a, b) {
-                            c.class = Class::TransitGateway;
-                            c.reason = format!("{a} and {b} are joined by transit gateway {}", tgw.id);
-                            c.legs.push(leg(
-                                Category::TransitGateway,
-                                &src_region,
-                                None,
-                                Sides::Parties,
-                                format!("transit gateway {} processing", tgw.id),
-                            ));
-                            if src_region != dst_region {
-                                c.regions = Some((src_region.clone(), dst_region.clone()));
-                                c.legs.push(leg(
-                                    Category::InterRegion,
-                                    &src_region,
-                                    Some(&dst_region),
-                                    Sides::Parties,
-                                    format!("{src_region} to {dst_region}"),
-                                ));
-                            }
-                            return c;
-                        } else {
-                            c.reason = format!(
-                                "{where_r} in {b}, but no peering or transit gateway joins {a} and {b} in the topology"
-                            );
-                            return c;
-                        }
-                    }
-                    _ => None,
-                };
-                if src_region != dst_region {
-                    c.class = Class::CrossRegion;
-                    c.regions = Some((src_region.clone(), dst_region.clone()));
-                    let cat =
-                        if via.is_some() { Category::VpcPeeringInterRegion } else { Category::InterRegion };
-                    c.reason = format!(
-                        "{where_r} ({rregion}); local end in {lregion}{}",
-                        via.as_ref().map(|v| format!(", over {v}")).unwrap_or_default()
-                    );
-                    c.legs.push(leg(
-                        cat,
-                        &src_region,
-                        Some(&dst_region),
-                        Sides::Parties,
-                        format!("{src_region} to {dst_region}"),
-                    ));
-                    return c;
-                }
-                let (Some(lz), Some(rz)) = (lzone, rzone) else {
-                    c.reason = if lzone.is_none() {
-                        format!(
-                            "node {node} has no zone: label it (topology.kubernetes.io/zone) or add its subnet"
-                        )
-                    } else {
-                        format!(
-                            "{where_r} in {rregion}, but its zone is unknown: add its subnet to the topology"
-                        )
-                    };
-                    return c;
-                };
-                let same = lz == rz;
-                let (class, cat) = match (&via, same) {
-                    (None, true) => (Class::SameZone, Category::SameZone),
-                    (None, false) => (Class::CrossZone, Category::CrossZone),
-                    (Some(_), true) => (Class::PeeringSameZone, Category::VpcPeeringSameZone),
-                    (Some(_), false) => (Class::PeeringCrossZone, Category::VpcPeeringCrossZone),
-                };
-                c.class = class;
-                c.remote_ours = *owned;
-                c.reason = format!(
-                    "{where_r}; local end in {lz}{}",
-                    via.as_ref().map(|v| format!(", over {v}")).unwrap_or_default()
-                );
-                c.legs.push(leg(cat, &lregion, None, Sides::Parties, format!("{lz} and {rz}")));
-            }
-            Place::InterfaceEndpoint { id, service } => {
-                c.class = Class::VpcEndpoint;
-                c.reason = format!("{rip} is interface endpoint {id} for {service}");
-                c.legs.push(leg(
-                    Category::Privatelink,
-                    &lregion,
-                    None,
-                    Sides::LocalAndGateway,
-                    format!("endpoint {id} processing"),
-                ));
-            }
-            Place::OwnPublic { zone, region } => {
-                c.reason = format!("{rip} is one of our public addresses ({zone})");
-                if region != &lregion {
-                    c.class = Class::CrossRegion;
-                    let (s, d) = match dir {
-                        Direction::Out => (lregion.clone(), region.clone()),
-                        Direction::In => (region.clone(), lregion.clone()),
-                    };
-                    c.regions = Some((s.clone(), d.clone()));
-                    c.legs.push(leg(
-                        Category::InterRegion,
-                        &s,
-                        Some(&d),
-                        Sides::Parties,
-                        format!("{s} to {d}"),
-                    ));
-                } else {
-                    c.class = if lzone.as_deref() == Some(zone) { Class::SameZone } else { Class::CrossZone };
-                    c.legs.push(leg(
-                        Category::PublicIpSameRegion,
-                        &lregion,
-                        None,
-                        Sides::Parties,
-                        "to a public address in the same region".into(),
-                    ));
-                }
-            }
-            Place::Service(svc) => {
-                let gw = svc.gateway_endpoint_service().and_then(|s| {
-                    lvpc.as_ref().and_then(|v| self.topo.and_then(|t| t.gateway_endpoint(v, s)))
-                });
-                let other_region = svc.region != lregion && svc.region != "GLOBAL";
-                let (s, d) = match dir {
-                    Direction::Out => (lregion.clone(), svc.region.clone()),
-                    Direction::In => (svc.region.clone(), lregion.clone()),
-                };
-                if let Some(e) = gw.filter(|_| !other_region) {
-                    c.class = Class::VpcEndpoint;
-                    c.reason = format!(
-                        "{rip} is {}; {} routes it through gateway endpoint {}",
-                        svc.label(),
-                        lvpc.as_deref().unwrap_or("?"),
-                        e.id
-                    );
-                    c.legs.push(leg(
-                        Category::GatewayEndpoint,
-                        &lregion,
-                        None,
-                        Sides::LocalAndGateway,
-                        format!("gateway endpoint {}", e.id),
-                    ));
-                    return c;
-                }
-                if nat.is_some() {
-                    c.class = Class::NatCloudService;
-                    c.reason = format!(
-                        "{rip} is {}, reached through NAT gateway {}",
-                        svc.label(),
-                        lnat.as_deref().unwrap_or("?")
-                    );
-                    nat_legs(&mut c);
-                } else {
-                    c.class = if dir == Direction::Out { Class::Internet } else { Class::Ingress };
-                    c.reason = format!(
-                        "{rip} is {}, reached over the public network{}",
-                        svc.label(),
-                        if self.topo.is_none() {
-                            " (no topology: a NAT gateway on the path would not be seen)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                if other_region {
-                    c.class = if nat.is_some() { c.class } else { Class::CrossRegion };
-                    c.regions = Some((s.clone(), d.clone()));
-                    c.legs.push(leg(
-                        Category::InterRegion,
-                        &s,
-                        Some(&d),
-                        Sides::Parties,
-                        format!("{s} to {d}"),
-                    ));
-                } else if svc.service == "EC2" && dir == Direction::Out {
-                    // Someone's instance in our region, by its public address.
-                    c.legs.push(leg(
-                        Category::PublicIpSameRegion,
-                        &lregion,
-                        None,
-                        Sides::Parties,
-                        "to a public address in the same region".into(),
-                    ));
-                }
-            }
-            Place::UnplacedPrivate => {
-                c.reason = format!(
-                    "{rip} is a private address that no subnet, VPC or peering in the topology holds and the flow carries no zone for it{}",
-                    if self.topo.is_none() { " (pass --topology)" } else { "" }
-                );
-            }
-            Place::Internet => {
-                if nat.is_some() {
-                    c.class = Class::NatInternet;
-                    c.reason = format!(
-                        "{rip} is on the internet, reached through NAT gateway {}",
-                        lnat.as_deref().unwrap_or("?")
-                    );
-                    nat_legs(&mut c);
-                } else {
-                    c.class = if dir == Direction::Out { Class::Internet } else { Class::Ingress };
-                    c.reason = format!("{rip} is on the internet");
-                }
-                match dir {
-                    Direction::Out => c.legs.push(leg(
-                        Category::InternetEgress,
-                        &lregion,
-                        None,
-                        Sides::Parties,
-                        format!("{lregion} to the internet"),
-                    )),
-                    Direction::In => c.legs.push(leg(
-                        Category::Ingress,
-                        &lregion,
-                        None,
-                        Sides::Parties,
-                        "from the internet".into(),
-                    )),
-                }
-            }
-        }
+        flow.classify(&r, &mut c);
         c
     }
+}
+
+/// What is known of the remote end before it is classified. It starts `Unknown`: a step that
+/// cannot place an end returns it as is, with the reason.
+fn unclassified(remote: &Party, r: &Place) -> Classified {
+    Classified {
+        class: Class::Unknown,
+        reason: String::new(),
+        legs: Vec::new(),
+        remote_ours: matches!(r, Place::Private { owned: true, .. } | Place::OwnPublic { .. }),
+        remote_label: remote_label(remote, r),
+        service: match r {
+            Place::Service(s) => Some(s.clone()),
+            _ => None,
+        },
+        nat: None,
+        vpc: None,
+        regions: None,
+    }
+}
+
+fn remote_label(remote: &Party, r: &Place) -> String {
+    match r {
+        Place::Service(s) => s.label(),
+        Place::Internet => format!("internet {}", remote.ip.map(|i| i.to_string()).unwrap_or_default()),
+        Place::InterfaceEndpoint { id, service } => format!("endpoint {id} ({service})"),
+        _ => remote.workload_label(),
+    }
+}
+
+/// A flow whose local end is placed in a known network with a region: what every step that places
+/// the remote end reads. The class depends on where the remote end is, so there is a step per place.
+struct Flow<'f> {
+    topo: Option<&'f Topology>,
+    node: &'f str,
+    local: &'f Party,
+    remote: &'f Party,
+    dir: Direction,
+    /// The remote address as reasons quote it (empty when the flow has none).
+    rip: String,
+    vpc: Option<&'f str>,
+    zone: Option<&'f str>,
+    region: &'f str,
+    /// The NAT gateway the local subnet routes through, and that gateway when the topology has it.
+    nat_id: Option<&'f str>,
+    nat: Option<&'f NatGateway>,
+}
+
+/// A remote end inside a known network (`Place::Private`), borrowed.
+struct PrivateEnd<'p> {
+    vpc: Option<&'p str>,
+    subnet: Option<&'p str>,
+    zone: Option<&'p str>,
+    region: Option<&'p str>,
+    owned: bool,
+}
+
+/// What joins the VPCs of two private ends.
+enum Join<'t> {
+    /// One VPC, or an end whose VPC is not known (placed by node labels): nothing to cross.
+    Direct,
+    Peering(&'t str),
+    TransitGateway {
+        a: &'t str,
+        b: &'t str,
+        tgw: &'t TransitGateway,
+    },
+    Nothing {
+        a: &'t str,
+        b: &'t str,
+    },
+}
+
+impl<'f> Flow<'f> {
+    fn classify(&self, r: &Place, c: &mut Classified) {
+        match r {
+            Place::Private { vpc, zone, region, owned, subnet, .. } => self.private_peer(
+                &PrivateEnd {
+                    vpc: vpc.as_deref(),
+                    subnet: subnet.as_deref(),
+                    zone: zone.as_deref(),
+                    region: region.as_deref(),
+                    owned: *owned,
+                },
+                c,
+            ),
+            Place::InterfaceEndpoint { id, service } => self.interface_endpoint(id, service, c),
+            Place::OwnPublic { zone, region } => self.own_public_address(zone, region, c),
+            Place::Service(svc) => self.cloud_service(svc, c),
+            Place::UnplacedPrivate => self.unplaced_private(c),
+            Place::Internet => self.internet(c),
+        }
+    }
+
+    fn private_peer(&self, r: &PrivateEnd<'_>, c: &mut Classified) {
+        let (node, rip) = (self.node, &self.rip);
+        if self.remote.node.as_deref() == Some(node)
+            || (self.local.ip.is_some() && self.local.ip == self.remote.ip)
+        {
+            c.class = Class::SameNode;
+            c.reason = format!("both ends on node {node}");
+            return;
+        }
+        let where_r = match (r.subnet, r.zone) {
+            (Some(s), Some(z)) => format!("{rip} is in {s} ({z})"),
+            (None, Some(z)) => format!("{rip} is in {z}"),
+            _ => rip.to_string(),
+        };
+        let Some(rregion) = r.region else {
+            c.reason = format!("{where_r}: its region is unknown");
+            return;
+        };
+        let (src_region, dst_region) = self.src_dst(rregion);
+        let via = match self.join(r.vpc) {
+            Join::Direct => None,
+            Join::Peering(p) => Some(format!("peering {p}")),
+            Join::TransitGateway { a, b, tgw } => {
+                through_transit_gateway(a, b, tgw, &src_region, &dst_region, c);
+                return;
+            }
+            Join::Nothing { a, b } => {
+                c.reason = format!(
+                    "{where_r} in {b}, but no peering or transit gateway joins {a} and {b} in the topology"
+                );
+                return;
+            }
+        };
+        if src_region != dst_region {
+            self.across_regions(&where_r, rregion, via.as_deref(), &src_region, &dst_region, c);
+        } else {
+            self.within_region(r, &where_r, rregion, via.as_deref(), c);
+        }
+    }
+
+    fn join<'j>(&'j self, rvpc: Option<&'j str>) -> Join<'j> {
+        match (self.vpc, rvpc) {
+            (Some(a), Some(b)) if a != b => {
+                let t = self.topo.expect("VPCs come from a topology");
+                if let Some(p) = t.peering(a, b) {
+                    Join::Peering(p)
+                } else if let Some(tgw) = t.transit_gateway(a, b) {
+                    Join::TransitGateway { a, b, tgw }
+                } else {
+                    Join::Nothing { a, b }
+                }
+            }
+            _ => Join::Direct,
+        }
+    }
+
+    fn across_regions(
+        &self,
+        where_r: &str,
+        rregion: &str,
+        via: Option<&str>,
+        src_region: &str,
+        dst_region: &str,
+        c: &mut Classified,
+    ) {
+        let lregion = self.region;
+        c.class = Class::CrossRegion;
+        c.regions = Some((src_region.to_string(), dst_region.to_string()));
+        let cat = if via.is_some() { Category::VpcPeeringInterRegion } else { Category::InterRegion };
+        c.reason = format!("{where_r} ({rregion}); local end in {lregion}{}", over(via));
+        c.legs.push(between_regions(cat, src_region, dst_region));
+    }
+
+    fn within_region(
+        &self,
+        r: &PrivateEnd<'_>,
+        where_r: &str,
+        rregion: &str,
+        via: Option<&str>,
+        c: &mut Classified,
+    ) {
+        let node = self.node;
+        let (Some(lz), Some(rz)) = (self.zone, r.zone) else {
+            c.reason = if self.zone.is_none() {
+                format!("node {node} has no zone: label it (topology.kubernetes.io/zone) or add its subnet")
+            } else {
+                format!("{where_r} in {rregion}, but its zone is unknown: add its subnet to the topology")
+            };
+            return;
+        };
+        let same = lz == rz;
+        let (class, cat) = match (via, same) {
+            (None, true) => (Class::SameZone, Category::SameZone),
+            (None, false) => (Class::CrossZone, Category::CrossZone),
+            (Some(_), true) => (Class::PeeringSameZone, Category::VpcPeeringSameZone),
+            (Some(_), false) => (Class::PeeringCrossZone, Category::VpcPeeringCrossZone),
+        };
+        c.class = class;
+        c.remote_ours = r.owned;
+        c.reason = format!("{where_r}; local end in {lz}{}", over(via));
+        c.legs.push(leg(cat, self.region, None, Sides::Parties, format!("{lz} and {rz}")));
+    }
+
+    fn interface_endpoint(&self, id: &str, service: &str, c: &mut Classified) {
+        let rip = &self.rip;
+        c.class = Class::VpcEndpoint;
+        c.reason = format!("{rip} is interface endpoint {id} for {service}");
+        c.legs.push(leg(
+            Category::Privatelink,
+            self.region,
+            None,
+            Sides::LocalAndGateway,
+            format!("endpoint {id} processing"),
+        ));
+    }
+
+    fn own_public_address(&self, zone: &str, region: &str, c: &mut Classified) {
+        let rip = &self.rip;
+        c.reason = format!("{rip} is one of our public addresses ({zone})");
+        if region != self.region {
+            c.class = Class::CrossRegion;
+            let (s, d) = self.src_dst(region);
+            c.regions = Some((s.clone(), d.clone()));
+            c.legs.push(between_regions(Category::InterRegion, &s, &d));
+        } else {
+            c.class = if self.zone == Some(zone) { Class::SameZone } else { Class::CrossZone };
+            c.legs.push(public_ip_same_region(self.region));
+        }
+    }
+
+    /// A gateway endpoint only serves its own region; otherwise the bytes take the NAT or the
+    /// public network like any other address.
+    fn cloud_service(&self, svc: &CloudService, c: &mut Classified) {
+        let rip = &self.rip;
+        let other_region = svc.region != self.region && svc.region != "GLOBAL";
+        if !other_region && let Some(e) = self.gateway_endpoint(svc) {
+            c.class = Class::VpcEndpoint;
+            c.reason = format!(
+                "{rip} is {}; {} routes it through gateway endpoint {}",
+                svc.label(),
+                self.vpc.unwrap_or("?"),
+                e.id
+            );
+            c.legs.push(leg(
+                Category::GatewayEndpoint,
+                self.region,
+                None,
+                Sides::LocalAndGateway,
+                format!("gateway endpoint {}", e.id),
+            ));
+            return;
+        }
+        if self.nat.is_some() {
+            c.class = Class::NatCloudService;
+            c.reason = format!(
+                "{rip} is {}, reached through NAT gateway {}",
+                svc.label(),
+                self.nat_id.unwrap_or("?")
+            );
+            self.nat_legs(c);
+        } else {
+            c.class = self.internet_or_ingress();
+            c.reason = format!(
+                "{rip} is {}, reached over the public network{}",
+                svc.label(),
+                if self.topo.is_none() {
+                    " (no topology: a NAT gateway on the path would not be seen)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if other_region {
+            // Through a NAT the class stays the NAT's: the inter-region leg is added to its legs.
+            c.class = if self.nat.is_some() { c.class } else { Class::CrossRegion };
+            let (s, d) = self.src_dst(&svc.region);
+            c.regions = Some((s.clone(), d.clone()));
+            c.legs.push(between_regions(Category::InterRegion, &s, &d));
+        } else if svc.service == "EC2" && self.dir == Direction::Out {
+            // Someone's instance in our region, by its public address.
+            c.legs.push(public_ip_same_region(self.region));
+        }
+    }
+
+    fn gateway_endpoint(&self, svc: &CloudService) -> Option<&'f Endpoint> {
+        let s = svc.gateway_endpoint_service()?;
+        self.vpc.and_then(|v| self.topo.and_then(|t| t.gateway_endpoint(v, s)))
+    }
+
+    fn unplaced_private(&self, c: &mut Classified) {
+        let rip = &self.rip;
+        c.reason = format!(
+            "{rip} is a private address that no subnet, VPC or peering in the topology holds and the flow carries no zone for it{}",
+            if self.topo.is_none() { " (pass --topology)" } else { "" }
+        );
+    }
+
+    fn internet(&self, c: &mut Classified) {
+        let (rip, lregion) = (&self.rip, self.region);
+        if self.nat.is_some() {
+            c.class = Class::NatInternet;
+            c.reason = format!(
+                "{rip} is on the internet, reached through NAT gateway {}",
+                self.nat_id.unwrap_or("?")
+            );
+            self.nat_legs(c);
+        } else {
+            c.class = self.internet_or_ingress();
+            c.reason = format!("{rip} is on the internet");
+        }
+        c.legs.push(match self.dir {
+            Direction::Out => leg(
+                Category::InternetEgress,
+                lregion,
+                None,
+                Sides::Parties,
+                format!("{lregion} to the internet"),
+            ),
+            Direction::In => {
+                leg(Category::Ingress, lregion, None, Sides::Parties, "from the internet".into())
+            }
+        });
+    }
+
+    /// The hop between the pod and a NAT gateway in another zone is cross-zone traffic of its own.
+    fn nat_legs(&self, c: &mut Classified) {
+        let Some(n) = self.nat else { return };
+        c.nat = Some(n.id.clone());
+        c.legs.push(leg(
+            Category::NatProcessing,
+            self.region,
+            None,
+            Sides::LocalAndGateway,
+            format!("NAT gateway {} processing", n.id),
+        ));
+        if self.zone.is_some_and(|z| z != n.zone) {
+            c.legs.push(leg(
+                Category::CrossZone,
+                self.region,
+                None,
+                Sides::LocalAndGateway,
+                format!("hop between {} and NAT {} in {}", self.zone.unwrap_or("?"), n.id, n.zone),
+            ));
+        }
+    }
+
+    /// Without a NAT, public traffic is egress one way and ingress the other.
+    fn internet_or_ingress(&self) -> Class {
+        if self.dir == Direction::Out { Class::Internet } else { Class::Ingress }
+    }
+
+    /// Source and destination region: the bytes leave from the sender's.
+    fn src_dst(&self, remote_region: &str) -> (String, String) {
+        match self.dir {
+            Direction::Out => (self.region.to_string(), remote_region.to_string()),
+            Direction::In => (remote_region.to_string(), self.region.to_string()),
+        }
+    }
+}
+
+/// A transit gateway charges its processing in the source region; crossing regions adds the
+/// inter-region leg on top.
+fn through_transit_gateway(
+    a: &str,
+    b: &str,
+    tgw: &TransitGateway,
+    src_region: &str,
+    dst_region: &str,
+    c: &mut Classified,
+) {
+    c.class = Class::TransitGateway;
+    c.reason = format!("{a} and {b} are joined by transit gateway {}", tgw.id);
+    c.legs.push(leg(
+        Category::TransitGateway,
+        src_region,
+        None,
+        Sides::Parties,
+        format!("transit gateway {} processing", tgw.id),
+    ));
+    if src_region != dst_region {
+        c.regions = Some((src_region.to_string(), dst_region.to_string()));
+        c.legs.push(between_regions(Category::InterRegion, src_region, dst_region));
+    }
+}
+
+fn leg(category: Category, region: &str, dest: Option<&str>, sides: Sides, what: String) -> Leg {
+    Leg { category, variant: None, region: region.to_string(), dest: dest.map(str::to_string), sides, what }
+}
+
+fn between_regions(category: Category, src: &str, dst: &str) -> Leg {
+    leg(category, src, Some(dst), Sides::Parties, format!("{src} to {dst}"))
+}
+
+fn public_ip_same_region(region: &str) -> Leg {
+    leg(
+        Category::PublicIpSameRegion,
+        region,
+        None,
+        Sides::Parties,
+        "to a public address in the same region".into(),
+    )
+}
+
+/// `, over peering pcx-1` for a reason, or nothing.
+fn over(via: Option<&str>) -> String {
+    via.map(|v| format!(", over {v}")).unwrap_or_default()
 }
