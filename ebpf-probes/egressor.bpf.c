@@ -12,6 +12,10 @@
  *                                          deletes the entry
  *   cgroup/connect4|6, cgroup/sendmsg4|6   the destination the application asked
  *                                          for (before DNAT), pid and comm
+ *   cgroup/post_bind4|6                    pid and comm of whoever binds a socket:
+ *                                          a listener's process is what its
+ *                                          accepted sockets (created in softirq,
+ *                                          with no process) are attributed to
  *   cgroup/sock_release                    final counters of UDP and other
  *                                          non-TCP sockets when they are released
  *
@@ -460,5 +464,42 @@ SEC("cgroup/sendmsg6")
 int egr_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	record_meta(ctx, 1);
+	return 1;
+}
+
+/* --------------------------------------------------------------------- */
+/* cgroup/post_bind*: who owns a bound socket (listeners, UDP servers)    */
+/* --------------------------------------------------------------------- */
+
+/* Runs in the bind() caller's context. Only the owner is recorded (ip_version
+ * 0: no requested destination); a later connect() or sendmsg() on the same
+ * socket replaces the entry with its destination. */
+static __always_inline void record_owner(struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct egr_sock_meta m = {};
+
+	if (bpf_map_lookup_elem(&SOCK_META, &cookie))
+		return;
+	m.proto = (__u8)sk->protocol;
+	m.pid = bpf_get_current_pid_tgid() >> 32;
+	m.cgroup_id = bpf_get_current_cgroup_id();
+	m.ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(m.comm, sizeof(m.comm));
+	if (bpf_map_update_elem(&SOCK_META, &cookie, &m, BPF_NOEXIST) != 0)
+		count_drop(EGR_DROP_META_INSERT);
+}
+
+SEC("cgroup/post_bind4")
+int egr_post_bind4(struct bpf_sock *sk)
+{
+	record_owner(sk);
+	return 1;
+}
+
+SEC("cgroup/post_bind6")
+int egr_post_bind6(struct bpf_sock *sk)
+{
+	record_owner(sk);
 	return 1;
 }

@@ -12,6 +12,14 @@ use crate::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The process that bound a listening socket.
+#[derive(Clone)]
+struct Owner {
+    ip: std::net::IpAddr,
+    pid: Option<u32>,
+    comm: Option<String>,
+}
+
 #[derive(Default, Clone, Copy)]
 struct Seen {
     bytes_out: u64,
@@ -35,6 +43,9 @@ pub struct Windower {
     cgroup_root: PathBuf,
     seen: HashMap<u64, Seen>,
     cgroups: HashMap<u64, CgroupFacts>,
+    /// Who owns each listening port, from the listeners' bind(): an accepted socket is created
+    /// in softirq with no process of its own and belongs to the listener's process.
+    listeners: HashMap<(capture::Proto, u16), Owner>,
     /// The kernel's cumulative map-insert failures and evictions at the previous drain.
     drops_seen: u64,
     evicted_seen: u64,
@@ -58,6 +69,7 @@ impl Windower {
             cgroup_root,
             seen: HashMap::new(),
             cgroups: HashMap::new(),
+            listeners: HashMap::new(),
             drops_seen: 0,
             evicted_seen: 0,
         }
@@ -94,6 +106,7 @@ impl Windower {
     ) -> WindowOutput {
         let mut records = Vec::new();
         let mut live = std::collections::HashSet::with_capacity(drain.sockets.len());
+        self.learn_listeners(&drain.sockets);
         for s in &drain.sockets {
             if s.listener {
                 // A listening socket only counts the handshakes of what it accepted; the accepted
@@ -149,6 +162,29 @@ impl Windower {
         }
     }
 
+    /// Remembers the owner of every listener in the drain (kept after the listener closes: its
+    /// accepted sockets may outlive it). A port bound again by another process is replaced.
+    fn learn_listeners(&mut self, sockets: &[SocketSample]) {
+        for s in sockets.iter().filter(|s| s.listener && (s.pid.is_some() || s.comm.is_some())) {
+            let owner = Owner { ip: s.local.ip(), pid: s.pid, comm: s.comm.clone() };
+            self.listeners.insert((s.proto, s.local.port()), owner);
+        }
+    }
+
+    /// The listener's process for a socket the kernel accepted on its port (same address, or a
+    /// listener on the wildcard address).
+    fn accepting_process(&self, s: &SocketSample) -> (Option<u32>, Option<String>) {
+        if s.initiator != capture::Initiator::Remote {
+            return (None, None);
+        }
+        match self.listeners.get(&(s.proto, s.local.port())) {
+            Some(o) if o.ip.is_unspecified() || o.ip.to_canonical() == s.local.ip().to_canonical() => {
+                (o.pid, o.comm.clone())
+            }
+            _ => (None, None),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -164,8 +200,12 @@ impl Windower {
     ) -> FlowRecord {
         let facts = self.cgroup(s.cgroup_id);
         let mut local = Endpoint::addr(s.local.ip(), s.local.port());
-        local.pid = s.pid;
-        local.process = s.comm.clone().or_else(|| s.pid.and_then(attribution::comm_of));
+        let (pid, comm) = match (s.pid, &s.comm) {
+            (None, None) => self.accepting_process(s),
+            _ => (s.pid, s.comm.clone()),
+        };
+        local.pid = pid;
+        local.process = comm.or_else(|| pid.and_then(attribution::comm_of));
         local.cgroup = facts.path;
         local.container_id = facts.identity.container_id;
         local.pod_uid = facts.identity.pod_uid;

@@ -27,6 +27,8 @@ const PROGRAMS: &[&str] = &[
     "egr_connect6",
     "egr_sendmsg4",
     "egr_sendmsg6",
+    "egr_post_bind4",
+    "egr_post_bind6",
     "egr_sockops",
     "egr_sock_release",
     "egr_egress",
@@ -252,7 +254,7 @@ fn sample(cookie: u64, s: &EgrSockStats, meta: Option<&EgrSockMeta>, closed: boo
         Initiator::Local
     } else if s.flags & abi::EGR_F_INIT_REMOTE != 0 {
         Initiator::Remote
-    } else if t.proto == 6 && meta.is_some() {
+    } else if t.proto == 6 && meta.is_some_and(|m| m.ip_version != 0) {
         Initiator::Local // connect() seen, establishment not (socket older than probes)
     } else {
         Initiator::Unknown
@@ -355,7 +357,7 @@ fn attach(ebpf: &mut Ebpf, name: &str, cgroup: &File, cgroup_path: &Path) -> Res
             p.load().map_err(load_err)?;
             p.attach(cgroup, mode).map_err(attach_err)?;
         }
-        "egr_sock_release" => {
+        "egr_sock_release" | "egr_post_bind4" | "egr_post_bind6" => {
             let p: &mut CgroupSock = program.try_into().map_err(load_err)?;
             p.load().map_err(load_err)?;
             p.attach(cgroup, mode).map_err(attach_err)?;

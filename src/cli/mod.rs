@@ -23,7 +23,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "EGRESSOR_WORKSPACE", value_name = "PATH")]
     pub workspace: Option<PathBuf>,
 
-    /// More log output (-v info, -vv debug, -vvv trace). Logs go to stderr.
+    /// More log output (-v info, -vv debug, -vvv trace). Logs go to stderr; EGRESSOR_LOG takes a
+    /// filter instead (e.g. `egressor=debug`).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -35,8 +36,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_color: bool,
 
-    /// Pretend the current time is this (RFC 3339); makes relative ranges like `--since 7d` reproducible.
-    #[arg(long, global = true, env = "EGRESSOR_NOW", hide = true, value_parser = parse_timestamp)]
+    /// Take this time (RFC 3339) as now: relative ranges like `--since 7d` then give the same
+    /// answer on every run (scripts, CI, tests).
+    #[arg(long, global = true, env = "EGRESSOR_NOW", value_name = "TIME", value_parser = parse_timestamp)]
     pub now: Option<Timestamp>,
 
     #[command(subcommand)]
@@ -63,6 +65,8 @@ pub enum Command {
     Graph(GraphArgs),
     /// Live full-screen view of transfer and its cost (local capture, agents, or a replay).
     Top(TopArgs),
+    /// Compare a month of egressor's figures with the AWS bill (a Cost and Usage Report extract).
+    Reconcile(ReconcileArgs),
     /// Show the price tables in use, or check a price file.
     #[command(subcommand)]
     Pricing(PricingCommand),
@@ -190,7 +194,13 @@ pub struct NetworkArgs {
     #[arg(long, env = "EGRESSOR_TOPOLOGY")]
     pub topology: Option<PathBuf>,
     /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
-    #[arg(long = "pricing", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
+    #[arg(
+        long = "pricing",
+        alias = "prices",
+        value_name = "FILE",
+        env = "EGRESSOR_PRICING",
+        value_delimiter = ','
+    )]
     pub pricing: Vec<PathBuf>,
 }
 
@@ -308,6 +318,29 @@ pub struct TopArgs {
     pub out: OutputArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The Cost and Usage Report extract: CSV (optionally .gz) or Parquet, CUR 2.0 or legacy
+    /// column names.
+    #[arg(long, value_name = "FILE")]
+    pub cur: PathBuf,
+    /// The month to compare (YYYY-MM); default: the latest month in the extract.
+    #[arg(long, value_parser = parse_month)]
+    pub month: Option<String>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+fn parse_month(s: &str) -> Result<String, String> {
+    let ok = s.len() == 7
+        && s.as_bytes()[4] == b'-'
+        && s[..4].bytes().all(|b| b.is_ascii_digit())
+        && matches!(s[5..].parse::<u32>(), Ok(1..=12));
+    if ok { Ok(s.to_string()) } else { Err(format!("`{s}`: expected a month such as 2026-11")) }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TopologyCommand {
     /// Check a topology file; every problem is reported as file:line:col.
@@ -344,9 +377,15 @@ pub struct PricingShowArgs {
     /// Only what traffic sent from this region pays (e.g. us-east-1).
     #[arg(long)]
     pub region: Option<String>,
-    /// Override files for negotiated rates and per-CIDR rules (repeatable; later files win).
-    #[arg(long = "prices", value_name = "FILE", env = "EGRESSOR_PRICES", value_delimiter = ',')]
-    pub prices: Vec<PathBuf>,
+    /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
+    #[arg(
+        long = "pricing",
+        alias = "prices",
+        value_name = "FILE",
+        env = "EGRESSOR_PRICING",
+        value_delimiter = ','
+    )]
+    pub pricing: Vec<PathBuf>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -475,6 +514,13 @@ impl Settings {
             None => default_workspace()?,
         };
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // One name for price overrides everywhere (`--pricing`, EGRESSOR_PRICING): the old
+        // variable is refused rather than silently ignored.
+        if std::env::var_os("EGRESSOR_PRICES").is_some() && std::env::var_os("EGRESSOR_PRICING").is_none() {
+            anyhow::bail!(
+                "EGRESSOR_PRICES was renamed EGRESSOR_PRICING (the flag is --pricing FILE); set that instead"
+            );
+        }
         Ok(Settings {
             workspace,
             now: cli.now.unwrap_or_else(Timestamp::now),

@@ -64,21 +64,33 @@ pub fn priced_period(settings: &Settings, q: &PeriodQuery<'_>) -> Result<(PriceB
     Ok((book, report))
 }
 
-/// The period is what the data covers of what was asked: projections divide by its hours.
+/// The period projections divide by. A time the user wrote (`--since 2026-11-01T00:00:00Z`) is
+/// the period's bound as written; a relative or default bound (`--since 30d`, no `--until`) is
+/// clipped to the hours that have data, so a workspace holding three days is not projected as if
+/// it had thirty days of silence. Rollups are hourly: the start is taken down to its hour.
 fn covered_period(
     ws: &Workspace,
     now: Timestamp,
     since: TimeBound,
     until: Option<TimeBound>,
 ) -> Result<Period> {
+    let since_given = matches!(since, TimeBound::At(_));
+    let until_given = matches!(until, Some(TimeBound::At(_)));
     let mut since = since.resolve(now);
     let mut until = until.map(|u| u.resolve(now)).unwrap_or(now);
     if until <= since {
         bail!("--until ({until}) must be after --since ({since})");
     }
+    if since_given {
+        since = since.floor_hour();
+    }
     if let Some((first, last)) = ws.traffic_span()? {
-        since = since.floor_hour().max(first);
-        until = until.min(last.add_micros(Timestamp::MICROS_PER_HOUR));
+        if !since_given {
+            since = since.floor_hour().max(first);
+        }
+        if !until_given {
+            until = until.min(last.add_micros(Timestamp::MICROS_PER_HOUR));
+        }
     }
     Ok(Period { since, until: until.max(since) })
 }

@@ -20,6 +20,7 @@ pub mod import;
 pub mod load;
 pub mod pricing;
 pub mod pull;
+pub mod reconcile;
 pub mod top;
 pub mod topology;
 pub mod workspace;

@@ -9,7 +9,7 @@
 
 use super::cloud_ranges::{CloudRanges, CloudService};
 use super::pricing::{Category, Provider};
-use super::topology::{Endpoint, NatGateway, Topology, TransitGateway};
+use super::topology::{Endpoint, NatGateway, Topology, TransitGateway, ZoneLabel};
 use crate::model::Party;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -136,6 +136,10 @@ pub struct Classifier<'a> {
     ranges: &'a CloudRanges,
     provider: Provider,
     remote_cache: HashMap<IpAddr, Place>,
+    /// Zone labels the topology neither names nor maps, and how many parties carried each.
+    unrecognised_zones: std::cell::RefCell<std::collections::BTreeMap<String, u64>>,
+    /// Each label's reading, computed once (parties repeat their labels on every transfer).
+    zone_labels: std::cell::RefCell<HashMap<String, Option<String>>>,
 }
 
 fn is_private(ip: IpAddr) -> bool {
@@ -155,7 +159,60 @@ fn is_private(ip: IpAddr) -> bool {
 impl<'a> Classifier<'a> {
     pub fn new(topo: Option<&'a Topology>, ranges: &'a CloudRanges) -> Self {
         let provider = topo.map(|t| t.cloud).unwrap_or(Provider::Aws);
-        Classifier { topo, ranges, provider, remote_cache: HashMap::new() }
+        Classifier {
+            topo,
+            ranges,
+            provider,
+            remote_cache: HashMap::new(),
+            unrecognised_zones: Default::default(),
+            zone_labels: Default::default(),
+        }
+    }
+
+    /// A flow's zone label as the topology names zones. VPC Flow Logs write zone IDs
+    /// (`use1-az1`) and topologies and node labels zone names (`us-east-1a`); the mapping differs
+    /// per account, so comparing the two forms as they are would call same-zone traffic
+    /// cross-zone. A label that is neither a name of the topology nor a mapped ID is not used (the
+    /// topology's own placement decides) and is reported.
+    fn zone_of_label(&self, label: Option<&String>) -> Option<String> {
+        let label = label?;
+        let Some(t) = self.topo else { return Some(label.clone()) };
+        if let Some(read) = self.zone_labels.borrow().get(label) {
+            if read.is_none() {
+                *self.unrecognised_zones.borrow_mut().entry(label.clone()).or_default() += 1;
+            }
+            return read.clone();
+        }
+        let read = match t.zone_label(label) {
+            ZoneLabel::Name(name) => Some(name),
+            ZoneLabel::Unrecognised(_) => None,
+        };
+        self.zone_labels.borrow_mut().insert(label.clone(), read);
+        self.zone_of_label(Some(label))
+    }
+
+    /// What to tell the user about zone labels that were not used.
+    pub fn zone_problems(&self) -> Vec<String> {
+        let names =
+            self.topo.map(|t| t.zone_names().into_iter().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        self.unrecognised_zones
+            .borrow()
+            .iter()
+            .map(|(z, n)| {
+                let fix = if super::topology::looks_like_zone_id(z) {
+                    format!(
+                        "it looks like a zone ID: add `[zone_ids]` with `{z} = \"<zone name>\"` to the topology \
+                         (this account's mapping: aws ec2 describe-availability-zones)"
+                    )
+                } else {
+                    "name it in the topology (a subnet's zone) or correct the node's zone label".into()
+                };
+                format!(
+                    "zone \"{z}\" ({n} flow ends) is neither a zone of the topology ({names}) nor a zone ID it maps; \
+                     the topology's placement was used instead. Fix: {fix}"
+                )
+            })
+            .collect()
     }
 
     pub fn provider(&self) -> Provider {
@@ -200,11 +257,12 @@ impl<'a> Classifier<'a> {
     fn place(&self, p: &Party) -> Place {
         let from_topo = p.ip.and_then(|ip| self.place_from_topology(ip));
         let labelled = p.zone.is_some() || p.region.is_some();
+        let label = self.zone_of_label(p.zone.as_ref());
         match from_topo {
             Some(Place::Private { vpc, subnet, zone, region, nat, owned }) => Place::Private {
                 vpc,
                 subnet,
-                zone: p.zone.clone().or(zone),
+                zone: label.or(zone),
                 region: p.region.clone().or(region),
                 nat,
                 owned,
@@ -213,7 +271,7 @@ impl<'a> Classifier<'a> {
             None if labelled || p.node.is_some() => Place::Private {
                 vpc: None,
                 subnet: None,
-                zone: p.zone.clone(),
+                zone: label,
                 region: p.region.clone(),
                 nat: None,
                 owned: true,

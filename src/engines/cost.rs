@@ -4,9 +4,9 @@
 //! Money is `Decimal` end to end and every loop runs over sorted keys, so identical inputs give
 //! byte-identical output. How it works, in the order it happens:
 //!
-//! 1. Each row's `bytes_out` is a transfer from the local party; its `bytes_in` is one too, unless the
-//!    remote party is on a node that reported the same traffic as its own `bytes_out` (in-cluster
-//!    traffic is seen from both ends and must be counted once).
+//! 1. Each row's `bytes_out` is a transfer from the local party, and its `bytes_in` one to it; when
+//!    both ends of a transfer were observed (two agents, two ENIs' flow logs, both ends of loopback)
+//!    one observation is billed and the other is not (`engines::observations`).
 //! 2. The classifier gives each transfer a class and its legs (NAT processing, NAT hop, egress...).
 //! 3. Each leg is priced by the price book; its payer decides who is charged: `both` charges the
 //!    sender and the receiver the full rate (AWS cross-zone), but only sides that are on our bill.
@@ -18,9 +18,10 @@
 //!    the remainder, so lines add up to the meter exactly.
 
 use super::classify::{Class, Classified, Classifier, Direction, Sides};
+use super::observations::{self, SeenTwice};
 use super::pricing::{
-    AllowanceScope, Category, CidrRule, FreeAllowance, HourlyKind, Payer, PriceBook, Provider, Rate,
-    TierAccumulation, TierSlice,
+    AllowancePosition, AllowanceScope, Category, CidrRule, FreeAllowance, HourlyKind, Payer, PriceBook,
+    Provider, Rate, TierAccumulation, TierSlice,
 };
 use super::topology::Topology;
 use crate::model::{Party, Timestamp, TrafficRow};
@@ -240,6 +241,10 @@ pub struct CostReport {
     pub unpriced: Vec<Unpriced>,
     pub meters: Vec<Meter>,
     pub totals: Totals,
+    /// Transfers reported by both ends, and whose report was billed.
+    pub seen_twice: Vec<SeenTwice>,
+    /// Zone labels in the flows that the topology neither names nor maps, with the fix.
+    pub zone_problems: Vec<String>,
     #[serde(skip)]
     pub transfers: Vec<Transfer>,
     /// Cost of each transfer (same index as `transfers`) by category of leg.
@@ -328,10 +333,21 @@ impl<'a> Terms<'a> {
 }
 
 pub fn compute(input: &CostInput<'_>) -> anyhow::Result<CostReport> {
+    compute_with(input, true)
+}
+
+/// [`compute`] with every observation priced as given, except receiving directions whose remote
+/// node reports them: the live view decides which observation counts per record itself, and
+/// learns each direction it may meet.
+pub fn compute_each_observation(input: &CostInput<'_>) -> anyhow::Result<CostReport> {
+    compute_with(input, false)
+}
+
+fn compute_with(input: &CostInput<'_>, match_addresses: bool) -> anyhow::Result<CostReport> {
     let ranges = super::cloud_ranges::CloudRanges::shipped()?;
     let mut classifier = Classifier::new(input.topology, ranges);
     let terms = Terms::new(input, classifier.provider());
-    let transfers = gather_transfers(input.rows, &mut classifier);
+    let (transfers, seen_twice) = gather_transfers(input.rows, &mut classifier, match_addresses);
     let mut ledger = Ledger::default();
     for (ti, t) in transfers.iter().enumerate() {
         ledger.add_transfer(&terms, ti, t);
@@ -341,25 +357,49 @@ pub fn compute(input: &CostInput<'_>) -> anyhow::Result<CostReport> {
     let billed = bill_ladders(&ledger, &position, &mut allowances);
     let transfer_costs = ledger.share_to_lines(&billed, &transfers);
     let hourly = hourly_charges(terms.book, terms.provider, input.topology, input.period.hours());
-    Ok(build_report(input, &terms, ledger, billed.meters, hourly, transfers, transfer_costs))
+    let mut report = build_report(input, &terms, ledger, billed.meters, hourly, transfers, transfer_costs);
+    report.seen_twice = seen_twice;
+    report.zone_problems = classifier.zone_problems();
+    Ok(report)
 }
 
-/// Step 1. A remote on a reporting node saw a row's incoming bytes itself, as its own outgoing
-/// ones: they are that node's transfer, and counting them here too would count them twice.
-fn gather_transfers(rows: &[TrafficRow], classifier: &mut Classifier<'_>) -> Vec<Transfer> {
+/// Step 1. Which observations are billed (`engines::observations`): bytes seen at both ends are
+/// one transfer, and the billed observation learns what the other end said of itself.
+fn gather_transfers(
+    rows: &[TrafficRow],
+    classifier: &mut Classifier<'_>,
+    match_addresses: bool,
+) -> (Vec<Transfer>, Vec<SeenTwice>) {
+    let decided = observations::decide(rows);
     let observed: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     let mut transfers = Vec::new();
-    for row in rows {
-        let remote_observed = row.remote.node.as_deref().is_some_and(|n| observed.contains(n));
-        for (dir, bytes) in [(Direction::Out, row.bytes_out), (Direction::In, row.bytes_in)] {
-            if bytes == 0 || (dir == Direction::In && remote_observed) {
+    for (row, verdict) in rows.iter().zip(&decided.rows) {
+        let (bill_out, bill_in) = if match_addresses {
+            (verdict.bill_out, verdict.bill_in)
+        } else {
+            let remote_observed = row.remote.node.as_deref().is_some_and(|n| observed.contains(n));
+            (row.bytes_out > 0, row.bytes_in > 0 && !remote_observed)
+        };
+        let learned;
+        let row = match (&verdict.remote, match_addresses) {
+            (Some(remote), true) => {
+                learned = TrafficRow { remote: remote.clone(), ..row.clone() };
+                &learned
+            }
+            _ => row,
+        };
+        for (dir, bytes, billed) in
+            [(Direction::Out, row.bytes_out, bill_out), (Direction::In, row.bytes_in, bill_in)]
+        {
+            if bytes == 0 || !billed {
                 continue;
             }
             let classified = classifier.classify(&row.node, &row.local, &row.remote, dir);
             transfers.push(Transfer::new(row, dir, bytes, classified));
         }
     }
-    transfers
+    let seen_twice = if match_addresses { decided.seen_twice } else { Vec::new() };
+    (transfers, seen_twice)
 }
 
 /// Steps 2-3 as they accumulate over the transfers: charges on sub-meters grouped into ladders,
@@ -713,8 +753,8 @@ fn lay_earlier_usage(
     for (lk, subs) in ladders {
         for sm in subs {
             let units = sm.rate.units_for_bytes(sm.bytes_before);
-            *position.entry(lk.clone()).or_default() += units;
-            allowances.take(lk.month, &sm.rate, &sm.region, units);
+            let free = allowances.take(lk.month, &sm.rate, &sm.region, units);
+            *position.entry(lk.clone()).or_default() += on_ladder(units, free);
         }
     }
     position
@@ -746,8 +786,8 @@ fn bill_ladders(
             if sm.bytes_in == 0 {
                 continue;
             }
-            let meter = price_meter(billed.meters.len(), lk, sm, pos, allowances);
-            pos += meter.units;
+            let (meter, laid) = price_meter(billed.meters.len(), lk, sm, pos, allowances);
+            pos += laid;
             share_cost(meter.cost, sm, &ledger.charges, &mut billed.charge_cost);
             billed.sub_meter_id.insert((lk.clone(), si), meter.id);
             billed.meters.push(meter);
@@ -756,20 +796,56 @@ fn bill_ladders(
     billed
 }
 
-/// A sub-meter's period usage priced on its ladder from `pos`. Free units come off the start of
-/// the usage, so they are worth the tier prices there.
-fn price_meter(id: usize, lk: &LadderKey, sm: &SubMeter, pos: Decimal, allowances: &mut Allowances) -> Meter {
-    let units = sm.rate.units_for_bytes(sm.bytes_in);
-    let slices = sm.rate.tier_slices(pos, units);
-    let mut cost: Decimal = slices.iter().map(|s| s.cost).sum();
-    let (mut free_units, mut free_value, mut free_name) = (Decimal::ZERO, Decimal::ZERO, None);
-    if let Some((free, taken)) = allowances.take(lk.month, &sm.rate, &sm.region, units) {
-        free_name = Some(free.name.clone());
-        free_units = taken;
-        free_value = sm.rate.tier_slices(pos, free_units).iter().map(|s| s.cost).sum();
-        cost -= free_value;
+/// Units that occupy the tier ladder: all of them, less the free ones when the allowance sits
+/// before the tiers (the first tier then counts paid units only, as AWS's bill reads).
+fn on_ladder(units: Decimal, free: Option<(&FreeAllowance, Decimal)>) -> Decimal {
+    match free {
+        Some((f, taken)) if f.position == AllowancePosition::BeforeTiers => units - taken,
+        _ => units,
     }
-    Meter {
+}
+
+/// A sub-meter's period usage priced on its ladder from `pos`; returns the meter and the units it
+/// laid on the ladder. Free units come off the start of the usage. Within the tiers they are worth
+/// the tier prices where they sit; before the tiers they are worth the first price the paid units
+/// meet, and the paid units alone are laid on the ladder.
+fn price_meter(
+    id: usize,
+    lk: &LadderKey,
+    sm: &SubMeter,
+    pos: Decimal,
+    allowances: &mut Allowances,
+) -> (Meter, Decimal) {
+    let units = sm.rate.units_for_bytes(sm.bytes_in);
+    let free = allowances.take(lk.month, &sm.rate, &sm.region, units);
+    let laid = on_ladder(units, free);
+    let (mut free_units, mut free_value, mut free_name) = (Decimal::ZERO, Decimal::ZERO, None);
+    let (slices, cost) = match free {
+        Some((f, taken)) if f.position == AllowancePosition::BeforeTiers => {
+            free_name = Some(f.name.clone());
+            free_units = taken;
+            let price =
+                sm.rate.tier_slices(pos, Decimal::ONE).first().map_or(Decimal::ZERO, |s| s.unit_price);
+            free_value = taken * price;
+            let slices = sm.rate.tier_slices(pos, laid);
+            let cost: Decimal = slices.iter().map(|s| s.cost).sum();
+            (slices, cost)
+        }
+        Some((f, taken)) => {
+            free_name = Some(f.name.clone());
+            free_units = taken;
+            free_value = sm.rate.tier_slices(pos, taken).iter().map(|s| s.cost).sum();
+            let slices = sm.rate.tier_slices(pos, units);
+            let cost: Decimal = slices.iter().map(|s| s.cost).sum::<Decimal>() - free_value;
+            (slices, cost)
+        }
+        None => {
+            let slices = sm.rate.tier_slices(pos, units);
+            let cost = slices.iter().map(|s| s.cost).sum();
+            (slices, cost)
+        }
+    };
+    let meter = Meter {
         id,
         category: lk.category,
         variant: lk.variant.clone(),
@@ -790,7 +866,8 @@ fn price_meter(id: usize, lk: &LadderKey, sm: &SubMeter, pos: Decimal, allowance
         free_value,
         slices,
         cost: cost.round_dp(MONEY_DP),
-    }
+    };
+    (meter, laid)
 }
 
 /// Shares are rounded to `MONEY_DP`; the last charge takes the remainder so that the shares add up
@@ -843,6 +920,8 @@ fn build_report(
             unpriced_bytes: ledger.unpriced_bytes,
             projected_monthly: Decimal::ZERO,
         },
+        seen_twice: Vec::new(),
+        zone_problems: Vec::new(),
         transfers,
         transfer_costs,
     };

@@ -13,8 +13,9 @@
 
 use super::classify::Class;
 use super::classify::Direction;
-use super::cost::{CostInput, GroupBy, Period, compute};
+use super::cost::{CostInput, GroupBy, Period, compute_each_observation};
 use super::graph::{self, Level};
+use super::observations::host_local;
 use super::pricing::PriceBook;
 use super::topology::Topology;
 use crate::model::fxhash::{FxBuild, FxHasher};
@@ -23,6 +24,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 
 /// Ticks of history kept per edge (sparklines).
 pub const HISTORY: usize = 60;
@@ -37,12 +39,32 @@ pub struct LiveEdge {
     /// Bytes per tick, oldest first, at most [`HISTORY`].
     #[serde(skip)]
     pub history: VecDeque<u64>,
-    /// Bytes per second over the last tick.
+    /// Bytes per second now: each record's bytes over its own window (at least a tick).
     pub rate: f64,
-    /// Cost per hour at the last tick's rate (marginal: first tier, no free allowance).
+    /// Cost per hour at that rate (marginal: first tier, no free allowance).
     pub cost_per_hour: Decimal,
+    /// Rates of records still inside their window (see [`Span`]).
+    #[serde(skip)]
+    spans: VecDeque<Span>,
     /// Pod/process pairs behind the edge, with bytes since the view started.
     pub detail: BTreeMap<String, u64>,
+}
+
+/// A rate that lasts as long as the window it was measured over. An agent reports a 10-second
+/// window's bytes at once; shown as that tick's rate they would read as a burst followed by
+/// silence, so each record's bytes count as `bytes / window` for the length of its window (at least
+/// one tick) from the tick it arrived in. Records of local capture and of a replay are cut to the
+/// tick, so for them this is the tick's own rate.
+#[derive(Debug, Clone, Default)]
+struct Span {
+    /// Model seconds at which it stops counting.
+    until: f64,
+    bytes_per_sec: f64,
+    cost_per_hour: Decimal,
+}
+
+fn hours(secs: f64) -> Decimal {
+    Decimal::from_f64_retain(secs / 3600.0).unwrap_or(Decimal::ONE)
 }
 
 /// What one direction of a known pair contributes, per byte.
@@ -79,6 +101,9 @@ pub struct LiveModel {
     pub total_bytes: u64,
     pub total_cost: Decimal,
     pub currency: String,
+    /// Rates by class still inside their window, for `class_rate`.
+    #[serde(skip)]
+    class_spans: VecDeque<(Class, Span)>,
     /// "src\0dst" -> position in `edges`.
     #[serde(skip)]
     index: HashMap<String, usize>,
@@ -87,6 +112,24 @@ pub struct LiveModel {
     /// Hash of (node, local party, remote party) -> positions in `pairs`.
     #[serde(skip)]
     pair_index: HashMap<u64, Vec<usize>, FxBuild>,
+    /// Directed transfers whose sender has reported them (see [`transfer_key`]).
+    #[serde(skip)]
+    senders: HashSet<TransferKey, FxBuild>,
+}
+
+/// `src -> dst`, scoped to the node when an address means "this host" (loopback, link-local).
+type TransferKey = (IpAddr, IpAddr, u64);
+
+fn transfer_key(src: IpAddr, dst: IpAddr, node: &str) -> TransferKey {
+    let (src, dst) = (src.to_canonical(), dst.to_canonical());
+    let scope = if host_local(src) || host_local(dst) {
+        let mut h = FxHasher::default();
+        node.hash(&mut h);
+        h.finish()
+    } else {
+        0
+    };
+    (src, dst, scope)
 }
 
 /// Hashes what [`Party::from_endpoint`] keeps of an endpoint (the local party's node is the
@@ -138,6 +181,8 @@ impl Pair {
 struct EdgeTick {
     bytes: u64,
     cost: Decimal,
+    /// Its rates and how long they last (the longest window among its records).
+    span: Span,
     /// Bytes by class, indexed like [`Class::ALL`].
     classes: [u64; CLASSES],
 }
@@ -157,9 +202,11 @@ impl LiveModel {
             total_bytes: 0,
             total_cost: Decimal::ZERO,
             currency: "USD".into(),
+            class_spans: VecDeque::new(),
             index: HashMap::new(),
             pairs: Vec::new(),
             pair_index: HashMap::default(),
+            senders: HashSet::default(),
         }
     }
 
@@ -186,6 +233,7 @@ impl LiveModel {
             history: VecDeque::from(vec![0; (self.ticks as usize).min(HISTORY - 1)]),
             rate: 0.0,
             cost_per_hour: Decimal::ZERO,
+            spans: VecDeque::new(),
             detail: BTreeMap::new(),
         });
         self.index.insert(key, self.edges.len() - 1);
@@ -205,7 +253,7 @@ impl LiveModel {
     ) -> anyhow::Result<()> {
         let rows = traffic_rows(records, start.floor_month());
         let period = Period { since: start, until: end.max(start.add_micros(1)) };
-        let report = compute(&CostInput {
+        let report = compute_each_observation(&CostInput {
             rows: &rows,
             period,
             book,
@@ -279,12 +327,21 @@ impl LiveModel {
         topology: Option<&Topology>,
     ) -> anyhow::Result<()> {
         let secs = ((end.micros() - start.micros()) as f64 / 1e6).max(1e-3);
-        // As the cost engine does: bytes a remote on a reporting node received are that node's own
-        // bytes_out, so the receiving direction is counted only for remotes on other nodes.
+        // As the cost engine does (`engines::observations`): bytes a remote on a reporting node
+        // received are that node's own bytes_out, and so are bytes whose sender's address has been
+        // seen sending them (loopback and same-node containers included). Live, the sender's report
+        // is the one counted: which report is larger is only known once both are in.
         let observed: HashSet<&str, FxBuild> = records.iter().map(|r| r.node.as_str()).collect();
+        for r in records.iter().filter(|r| r.bytes_out > 0) {
+            self.senders.insert(transfer_key(r.local.ip, r.remote.ip, &r.node));
+        }
         let needs_in: Vec<bool> = records
             .iter()
-            .map(|r| r.bytes_in > 0 && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n)))
+            .map(|r| {
+                r.bytes_in > 0
+                    && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n))
+                    && !self.senders.contains(&transfer_key(r.remote.ip, r.local.ip, &r.node))
+            })
             .collect();
         // 1. Learn what is new. A record with nothing to count this tick (no bytes out, and its
         //    bytes in are the remote node's own bytes out) produces no transfer: skip it.
@@ -315,7 +372,8 @@ impl LiveModel {
         }
         // 2. Add every record's bytes through what was learned.
         let mut per_edge: Vec<EdgeTick> = vec![EdgeTick::default(); self.edges.len()];
-        let mut class_cost: BTreeMap<Class, Decimal> = BTreeMap::new();
+        // Per class: cost, and the longest window behind it.
+        let mut class_cost: BTreeMap<Class, (Decimal, f64)> = BTreeMap::new();
         let (mut tick_bytes, mut tick_cost) = (0u64, Decimal::ZERO);
         for ((r, p), &needs_in) in records.iter().zip(&found).zip(&needs_in) {
             if r.bytes_out == 0 && !needs_in {
@@ -325,6 +383,7 @@ impl LiveModel {
                 anyhow::bail!("live view: a flow of {} was learned but its pair is missing", r.node)
             };
             let inb = if needs_in { r.bytes_in } else { 0 };
+            let window = ((r.window_end.micros() - r.window_start.micros()) as f64 / 1e6).max(secs);
             for (slot, bytes) in [(&self.pairs[i].out, r.bytes_out), (&self.pairs[i].inb, inb)] {
                 if bytes == 0 {
                     continue;
@@ -337,7 +396,14 @@ impl LiveModel {
                 e.bytes += bytes;
                 e.cost += cost;
                 e.classes[slot.class as usize] += bytes;
-                *class_cost.entry(slot.class).or_default() += cost;
+                // Decimal division stays out of this loop (one per edge and class below): the
+                // cost rate uses the longest window of the tick's records, which for one source
+                // of records is the window they all have.
+                e.span.until = e.span.until.max(window);
+                e.span.bytes_per_sec += bytes as f64 / window;
+                let c = class_cost.entry(slot.class).or_default();
+                c.0 += cost;
+                c.1 = c.1.max(window);
                 let detail = &mut self.edges[slot.edge].detail;
                 match detail.get_mut(slot.detail.as_str()) {
                     Some(n) => *n += bytes,
@@ -349,9 +415,23 @@ impl LiveModel {
                 tick_cost += cost;
             }
         }
-        // 3. Fold into the edges: totals, rates, history.
-        let hours = Decimal::from_f64_retain(secs / 3600.0).unwrap_or(Decimal::ONE);
+        // 3. Fold into the edges: totals, rates, history. Rates sum the spans still open at this
+        //    tick's start; a span opened now lasts its window from here.
+        let now = self.seconds;
+        let (mut bytes_per_sec, mut cost_per_hour) = (0.0, Decimal::ZERO);
         for (i, le) in self.edges.iter_mut().enumerate() {
+            le.spans.retain(|s| s.until > now + 1e-9);
+            if let Some(t) = per_edge.get(i).filter(|t| t.bytes > 0) {
+                le.spans.push_back(Span {
+                    until: now + t.span.until,
+                    bytes_per_sec: t.span.bytes_per_sec,
+                    cost_per_hour: t.cost.round_dp(super::cost::MONEY_DP) / hours(t.span.until),
+                });
+            }
+            le.rate = le.spans.iter().map(|s| s.bytes_per_sec).sum();
+            le.cost_per_hour = le.spans.iter().map(|s| s.cost_per_hour).sum::<Decimal>().round_dp(6);
+            bytes_per_sec += le.rate;
+            cost_per_hour += le.cost_per_hour;
             match per_edge.get(i).filter(|t| t.bytes > 0) {
                 Some(t) => {
                     // The class with the most bytes; on a tie the first in Class order (as the graph).
@@ -365,27 +445,28 @@ impl LiveModel {
                     let cost = t.cost.round_dp(super::cost::MONEY_DP);
                     le.total_bytes += t.bytes;
                     le.total_cost += cost;
-                    le.rate = t.bytes as f64 / secs;
-                    le.cost_per_hour = (cost / hours).round_dp(6);
                     le.history.push_back(t.bytes);
                 }
-                None => {
-                    le.rate = 0.0;
-                    le.cost_per_hour = Decimal::ZERO;
-                    le.history.push_back(0);
-                }
+                None => le.history.push_back(0),
             }
             while le.history.len() > HISTORY {
                 le.history.pop_front();
             }
         }
         let tick_cost = tick_cost.round_dp(super::cost::MONEY_DP);
-        self.class_rate = class_cost
-            .iter()
-            .map(|(c, v)| (*c, (v.round_dp(super::cost::MONEY_DP) / hours).round_dp(6)))
-            .collect();
-        self.cost_per_hour = (tick_cost / hours).round_dp(6);
-        self.bytes_per_sec = tick_bytes as f64 / secs;
+        self.class_spans.retain(|(_, s)| s.until > now + 1e-9);
+        for (class, (cost, window)) in class_cost {
+            let per_hour = cost.round_dp(super::cost::MONEY_DP) / hours(window);
+            let span = Span { until: now + window, bytes_per_sec: 0.0, cost_per_hour: per_hour };
+            self.class_spans.push_back((class, span));
+        }
+        let mut class_rate: BTreeMap<Class, Decimal> = BTreeMap::new();
+        for (class, s) in &self.class_spans {
+            *class_rate.entry(*class).or_default() += s.cost_per_hour;
+        }
+        self.class_rate = class_rate.into_iter().map(|(c, v)| (c, v.round_dp(6))).collect();
+        self.cost_per_hour = cost_per_hour.round_dp(6);
+        self.bytes_per_sec = bytes_per_sec;
         self.total_bytes += tick_bytes;
         self.total_cost += tick_cost;
         self.seconds += secs;
@@ -397,6 +478,7 @@ impl LiveModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::cost::compute;
     use crate::engines::graph::{FocusDirection, GraphQuery};
     use crate::model::{Initiator, Proto};
     use std::net::IpAddr;

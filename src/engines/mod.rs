@@ -7,6 +7,8 @@ pub mod cloud_ranges;
 pub mod cost;
 pub mod graph;
 pub mod live;
+pub mod observations;
 pub mod pricing;
+pub mod reconcile;
 pub mod savings;
 pub mod topology;

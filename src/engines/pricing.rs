@@ -232,6 +232,18 @@ kebab_enum!(
 );
 
 kebab_enum!(
+    /// Where a free allowance sits on a tiered price's ladder. AWS's bill reads "$0.09 per GB -
+    /// first 10 TB / month data transfer out beyond the global free tier": the free 100 GB come
+    /// before the ladder, and the first tier's 10 TB are paid units (`before-tiers`). A provider
+    /// whose free units are the first units of the first tier (they count toward its boundary)
+    /// says `within-tiers`.
+    AllowancePosition {
+        BeforeTiers => "before-tiers",
+        WithinTiers => "within-tiers",
+    }
+);
+
+kebab_enum!(
     /// What a file is allowed to contain. An override may omit `source` (it is cited as the file
     /// itself) and may contain `[[cidr]]` rules; a shipped table may not.
     TableKind { Shipped => "shipped", Override => "override" }
@@ -256,6 +268,8 @@ pub struct FreeAllowance {
     pub name: String,
     pub units: Decimal,
     pub scope: AllowanceScope,
+    /// Where the free units sit on the tier ladder.
+    pub position: AllowancePosition,
     pub source: String,
 }
 

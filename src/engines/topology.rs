@@ -47,6 +47,9 @@ struct RawTopology {
     endpoint: Vec<Spanned<RawEndpoint>>,
     #[serde(default)]
     public_ip: Vec<Spanned<RawPublicIp>>,
+    /// Zone ID -> zone name for this account (`use1-az1 = "us-east-1a"`).
+    #[serde(default)]
+    zone_ids: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -193,9 +196,58 @@ pub struct Topology {
     pub transit_gateways: Vec<TransitGateway>,
     pub endpoints: Vec<Endpoint>,
     pub public_ips: Vec<PublicIp>,
+    /// This account's zone IDs (what VPC Flow Logs write in `az-id`) -> zone names (what subnets,
+    /// node labels and this file use). The mapping differs per account, so it cannot be shipped.
+    pub zone_ids: std::collections::BTreeMap<String, String>,
+}
+
+/// What a zone label in a flow is, read against the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneLabel {
+    /// A zone name the topology uses (or one a mapped zone ID stands for).
+    Name(String),
+    /// Neither a zone name of the topology nor a mapped zone ID.
+    Unrecognised(String),
+}
+
+/// `use1-az1`, `euc1-az3`, `usw2-lax1-az1`: AWS zone IDs (region code, optional local zone, `-az` N).
+pub fn looks_like_zone_id(s: &str) -> bool {
+    let Some((prefix, n)) = s.rsplit_once("-az") else { return false };
+    !prefix.is_empty()
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && prefix.bytes().any(|b| b.is_ascii_digit())
 }
 
 impl Topology {
+    /// Every zone name the topology places something in (subnets, NAT gateways, public addresses,
+    /// endpoints) or maps a zone ID to.
+    pub fn zone_names(&self) -> BTreeSet<&str> {
+        let mut z: BTreeSet<&str> = self.subnets.iter().map(|s| s.zone.as_str()).collect();
+        z.extend(self.nat_gateways.iter().map(|n| n.zone.as_str()));
+        z.extend(self.public_ips.iter().map(|p| p.zone.as_str()));
+        z.extend(self.endpoints.iter().flat_map(|e| e.zones.iter().map(String::as_str)));
+        z.extend(self.zone_ids.values().map(String::as_str));
+        z
+    }
+
+    /// A flow's zone label as a zone name: a name passes, a mapped zone ID becomes its name, and
+    /// anything else is unrecognised (comparing it with names would call same-zone traffic
+    /// cross-zone).
+    pub fn zone_label(&self, label: &str) -> ZoneLabel {
+        if let Some(name) = self.zone_ids.get(label) {
+            return ZoneLabel::Name(name.clone());
+        }
+        let names = self.zone_names();
+        // With no zones in the topology there is nothing to mistake a label for: labels are only
+        // compared with each other.
+        if names.is_empty() || names.contains(label) {
+            return ZoneLabel::Name(label.to_string());
+        }
+        ZoneLabel::Unrecognised(label.to_string())
+    }
+
     pub fn load_file(path: &Path) -> Result<Topology, TopologyError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| TopologyError::Read { path: path.to_path_buf(), source })?;
@@ -485,6 +537,24 @@ impl Check<'_> {
                 });
             }
         }
+        let mut zone_ids = std::collections::BTreeMap::new();
+        for (id, name) in &raw.zone_ids {
+            if !looks_like_zone_id(id) {
+                self.problem(
+                    name.span(),
+                    format!("zone_ids.{id}"),
+                    format!("{id:?} is not a zone ID such as use1-az1 (the key is the ID, the value its zone name)"),
+                );
+            } else if looks_like_zone_id(name.get_ref()) || name.get_ref().is_empty() {
+                self.problem(
+                    name.span(),
+                    format!("zone_ids.{id}"),
+                    format!("{:?} is not a zone name such as us-east-1a", name.get_ref()),
+                );
+            } else {
+                zone_ids.insert(id.clone(), name.get_ref().clone());
+            }
+        }
         // Overlapping VPC ranges would make "which VPC is this address in" ambiguous.
         for (i, v) in vpcs.iter().enumerate() {
             let overlap = vpcs[..i]
@@ -510,6 +580,7 @@ impl Check<'_> {
             transit_gateways,
             endpoints,
             public_ips,
+            zone_ids,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Records without a batch id get one derived from the file's content hash, so importing the same file
 //! twice is a no-op that says so.
 
+pub mod cur;
 mod jsonl;
 mod vpc_flow_logs;
 
@@ -170,5 +171,16 @@ fn open_lines(file: &Path) -> Result<Box<dyn BufRead>> {
         Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(f))))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+    }
+}
+
+/// A Cost and Usage Report extract (CSV, optionally gzipped, or Parquet) as bill lines.
+pub fn read_cur(file: &Path) -> Result<Vec<cur::BillLine>> {
+    let is_parquet = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if is_parquet {
+        let (header, rows) = Workspace::read_parquet_text(file)?;
+        cur::from_table(file, &header, &rows)
+    } else {
+        cur::read_csv(file, Box::new(open_lines(file)?))
     }
 }

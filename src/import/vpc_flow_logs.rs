@@ -8,7 +8,12 @@
 //! - node: `instance-id` when present, else `interface-id` (the ENI is where AWS observed the flow).
 //! - direction: with `flow-direction`, `egress` makes the source the local side (bytes_out) and
 //!   `ingress` makes the destination the local side (bytes_in). Without it (v2), a record from a
-//!   public address to a private one is ingress; every other record is egress from `srcaddr`.
+//!   public address to a private one is ingress; every other record is egress from `srcaddr`,
+//!   except the second report of one flow: flow logs enabled on a VPC log a flow at the sender's
+//!   ENI and at the receiver's, with the same addresses, ports and protocol. The first interface
+//!   to report a 5-tuple is taken as the sender's; another interface reporting it over an
+//!   overlapping window is the receiver's, and its record is ingress. The cost engine then bills
+//!   the flow once (`engines::observations`); which ENI is which only names the observers.
 //! - addresses: `pkt-srcaddr`/`pkt-dstaddr` (the packet's real addresses, e.g. a pod behind a NAT or
 //!   an EKS secondary IP) win over `srcaddr`/`dstaddr` when present.
 //! - `az-id` and `region` describe the local side; `pkt-dst-aws-service` (or `pkt-src-...` for
@@ -126,6 +131,7 @@ pub fn read(
     mut sink: impl FnMut(FlowRecord) -> Result<()>,
 ) -> Result<Skipped> {
     let mut skipped = Skipped::default();
+    let mut second_reports = SecondReports::default();
     let mut layout: Option<Layout> = None;
     let mut buf = String::new();
     let mut line_no = 0u64;
@@ -213,7 +219,10 @@ pub fn read(
                 return Err(err(Some("action"), format!("unknown value {other:?} (ACCEPT, REJECT)")).into());
             }
         }
-        let record = to_record(layout, &row).map_err(|(f, m)| err(Some(f), m))?;
+        let mut record = to_record(layout, &row).map_err(|(f, m)| err(Some(f), m))?;
+        if layout.get(&row, "flow-direction").is_none() {
+            second_reports.orient(&mut record);
+        }
         sink(record)?;
     }
     Ok(skipped)
@@ -301,6 +310,48 @@ fn to_record(l: &Layout, row: &[&str]) -> Result<FlowRecord, (&'static str, Stri
     })
 }
 
+/// (src, dst, src port, dst port, protocol).
+type FiveTuple = (IpAddr, IpAddr, u16, u16, Proto);
+
+/// The interfaces that reported each 5-tuple so far, for v2 files (no `flow-direction`).
+#[derive(Default)]
+struct SecondReports {
+    /// 5-tuple -> (interface, window start, window end) of each report taken as the sender's.
+    first: std::collections::HashMap<FiveTuple, Vec<(String, i64, i64)>>,
+}
+
+impl SecondReports {
+    /// Turns `r` (oriented as egress from the source) into the receiver's ingress record when
+    /// another interface already reported the same 5-tuple over an overlapping window.
+    fn orient(&mut self, r: &mut FlowRecord) {
+        if r.bytes_in > 0 {
+            return; // already ingress (from a public address)
+        }
+        let key = (r.local.ip, r.remote.ip, r.local.port, r.remote.port, r.proto);
+        let (start, end) = (r.window_start.micros(), r.window_end.micros());
+        let seen = self.first.entry(key).or_default();
+        let overlaps = |(_, s, e): &&(String, i64, i64)| *s <= end && start <= *e;
+        let other = seen.iter().filter(overlaps).any(|(iface, _, _)| *iface != r.node);
+        if !other {
+            seen.push((r.node.clone(), start, end));
+            return;
+        }
+        std::mem::swap(&mut r.local, &mut r.remote);
+        std::mem::swap(&mut r.bytes_out, &mut r.bytes_in);
+        std::mem::swap(&mut r.packets_out, &mut r.packets_in);
+        // What the interface said of itself (az-id, region, its id) stays with the local side.
+        std::mem::swap(&mut r.local.zone, &mut r.remote.zone);
+        std::mem::swap(&mut r.local.region, &mut r.remote.region);
+        std::mem::swap(&mut r.local.node, &mut r.remote.node);
+        r.initiator = match r.initiator {
+            Initiator::Local => Initiator::Remote,
+            Initiator::Remote => Initiator::Local,
+            Initiator::Unknown => Initiator::Unknown,
+        };
+        r.connections_opened = 0;
+    }
+}
+
 /// Addresses that can belong to an interface inside a VPC: RFC 1918, CGNAT (100.64/10), link-local,
 /// and IPv6 unique-local.
 fn is_private(ip: IpAddr) -> bool {
@@ -329,6 +380,32 @@ mod tests {
             Ok(())
         })?;
         Ok((out, s))
+    }
+
+    /// Flow logs on a VPC log one flow at the sender's ENI and at the receiver's; in v2 both lines
+    /// read "src -> dst". The second interface's line is the receiver's ingress.
+    #[test]
+    fn the_second_enis_report_of_a_flow_is_its_ingress() {
+        let line = |eni: &str, start: i64| {
+            format!("2 1 {eni} 10.0.1.101 10.0.2.101 40000 443 6 10 5000 {start} {} ACCEPT OK\n", start + 60)
+        };
+        let text = format!("{}{}{}", line("eni-a", 1000), line("eni-b", 1030), line("eni-a", 5000));
+        let (recs, _) = parse(&text).unwrap();
+        assert_eq!(
+            (recs[0].node.as_str(), recs[0].local.ip.to_string(), recs[0].bytes_out),
+            ("eni-a", "10.0.1.101".into(), 5000)
+        );
+        assert_eq!(
+            (recs[1].node.as_str(), recs[1].local.ip.to_string(), recs[1].bytes_in),
+            ("eni-b", "10.0.2.101".into(), 5000)
+        );
+        assert_eq!(
+            (recs[1].remote.ip.to_string(), recs[1].remote.port, recs[1].local.port),
+            ("10.0.1.101".into(), 40000, 443)
+        );
+        assert_eq!(recs[1].bytes_out, 0);
+        // The same interface later, or a window that does not overlap: egress as before.
+        assert_eq!((recs[2].node.as_str(), recs[2].bytes_out), ("eni-a", 5000));
     }
 
     /// The default-format examples from the AWS VPC Flow Logs user guide ("Flow log record examples").

@@ -152,6 +152,35 @@ impl RowChunk {
     }
 }
 
+fn hour_of(micros: i64) -> i64 {
+    micros.div_euclid(Timestamp::MICROS_PER_HOUR) * Timestamp::MICROS_PER_HOUR
+}
+
+/// A window `[start, end)` that crosses hours, cut at each hour: each hour gets the part of the
+/// measures proportional to the time it holds of the window. Shares are differences of rounded
+/// cumulative amounts, so they are integers that add up to the measures exactly. Connections
+/// opened count in the first hour and closed in the last (in [`schema::ROLLUP_MEASURES`] order).
+/// Used by the rollup: a month-long flow-log record fills the month, not its first hour.
+pub fn spread_over_hours(start: i64, end: i64, measures: [u64; 6]) -> Vec<(i64, [u64; 6])> {
+    let total = (end - start) as i128;
+    let cumulative = |upto: i64, m: u64| -> u64 { (m as i128 * (upto - start) as i128 / total) as u64 };
+    let (first, last) = (hour_of(start), hour_of(end - 1));
+    let mut out = Vec::new();
+    let mut hour = first;
+    while hour <= last {
+        let (from, to) = (hour.max(start), (hour + Timestamp::MICROS_PER_HOUR).min(end));
+        let mut share = [0u64; 6];
+        for k in 0..4 {
+            share[k] = cumulative(to, measures[k]) - cumulative(from, measures[k]);
+        }
+        share[4] = if hour == first { measures[4] } else { 0 };
+        share[5] = if hour == last { measures[5] } else { 0 };
+        out.push((hour, share));
+        hour += Timestamp::MICROS_PER_HOUR;
+    }
+    out
+}
+
 /// One rollup group: the hour and every grouped value, as integers (party ids stand for the
 /// endpoint fields the rollup keeps).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,7 +213,8 @@ enum DimSource {
     Text { local: bool, field: usize },
 }
 
-/// The hourly rollup of the records a session appends: `date_trunc('hour', window_start)`, the
+/// The hourly rollup of the records a session appends: `date_trunc('hour', window_start)` (a
+/// window that crosses hours is spread over them, [`spread_over_hours`]), the
 /// [`schema::ROLLUP_DIMENSIONS`], the service port, and the sums of the measures.
 struct Rollup {
     dims: Vec<(&'static str, ColType, DimSource)>,
@@ -235,7 +265,7 @@ impl Rollup {
 
     fn add(&mut self, r: &FlowRecord, node: u32, local_party: u32, remote_party: u32, source: Source) {
         let key = RollupKey {
-            hour: r.window_start.micros().div_euclid(Timestamp::MICROS_PER_HOUR) * Timestamp::MICROS_PER_HOUR,
+            hour: hour_of(r.window_start.micros()),
             node,
             local_party,
             remote_party,
@@ -244,13 +274,7 @@ impl Rollup {
             ip_version: r.ip_version,
             source,
         };
-        let rows = &mut self.rows;
-        let i = *self.groups.entry(key).or_insert_with(|| {
-            rows.push(RollupRow { key, sums: [0; 6], flow_records: 0 });
-            rows.len() - 1
-        });
-        let row = &mut self.rows[i];
-        let m = [
+        let measures = [
             r.bytes_out,
             r.bytes_in,
             r.packets_out,
@@ -258,10 +282,30 @@ impl Rollup {
             r.connections_opened as u64,
             r.connections_closed as u64,
         ];
-        for (s, v) in row.sums.iter_mut().zip(m) {
+        let (start, end) = (r.window_start.micros(), r.window_end.micros());
+        // The common case (agent windows of seconds) stays one lookup: a window inside one hour.
+        if end <= start || hour_of(end - 1) == key.hour {
+            self.fold(key, measures, 1);
+            return;
+        }
+        for (hour, share) in spread_over_hours(start, end, measures) {
+            // Counted once, in its first hour, so `flow_records` still counts records.
+            let records = u64::from(hour == key.hour);
+            self.fold(RollupKey { hour, ..key }, share, records);
+        }
+    }
+
+    fn fold(&mut self, key: RollupKey, measures: [u64; 6], records: u64) {
+        let rows = &mut self.rows;
+        let i = *self.groups.entry(key).or_insert_with(|| {
+            rows.push(RollupRow { key, sums: [0; 6], flow_records: 0 });
+            rows.len() - 1
+        });
+        let row = &mut self.rows[i];
+        for (s, v) in row.sums.iter_mut().zip(measures) {
             *s = s.saturating_add(v);
         }
-        row.flow_records += 1;
+        row.flow_records += records;
     }
 
     /// The groups as one Arrow batch in `flows_hourly`'s column order; empties the rollup.
@@ -947,6 +991,50 @@ mod tests {
 
     /// The rollup computed in Rust is, group for group, the SQL aggregate of the raw rows it came
     /// from: hour truncation, the service port rule, NULLs, IPv6 and every measure.
+    /// Regression (issue "Truth", periods): a record whose window spans hours landed wholly in its
+    /// first hour, so a month-long flow-log record made a one-hour period.
+    #[test]
+    fn a_window_across_hours_is_spread_over_them_exactly() {
+        let h = Timestamp::MICROS_PER_HOUR;
+        let start = 1_699_999_200 * 1_000_000 + h / 2; // 10:30
+        let spread = super::spread_over_hours(start, start + 2 * h, [1000, 1001, 7, 0, 1, 1]);
+        let hours: Vec<i64> = spread.iter().map(|(hr, _)| (hr - (start - h / 2)) / h).collect();
+        assert_eq!(hours, vec![0, 1, 2]);
+        assert_eq!(spread.iter().map(|(_, m)| m[0]).collect::<Vec<_>>(), vec![250, 500, 250]);
+        for k in 0..6 {
+            let sum: u64 = spread.iter().map(|(_, m)| m[k]).sum();
+            assert_eq!(sum, [1000, 1001, 7, 0, 1, 1][k], "measure {k} adds up");
+        }
+        assert_eq!((spread[0].1[4], spread[2].1[5]), (1, 1), "opened first hour, closed last");
+
+        // Through the workspace: a 30-day record fills 720 hours, and the totals are unchanged.
+        let mut ws = Workspace::open_in_memory().unwrap();
+        let mut r = rec(1, "month");
+        r.window_start = Timestamp::from_secs(1_793_491_200); // 2026-11-01T00:00:00Z
+        r.window_end = r.window_start.add_micros(720 * h);
+        r.bytes_out = 10 * (1 << 30);
+        let mut s = ws.begin_ingest("test").unwrap();
+        s.push(&r).unwrap();
+        s.commit().unwrap();
+        let (hours, min, max): (i64, i64, i64) = ws
+            .conn
+            .query_row(
+                "SELECT count(DISTINCT hour), min(bytes_out)::BIGINT, max(bytes_out)::BIGINT FROM flows_hourly",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(hours, 720);
+        assert!(max - min <= 1, "evenly spread: {min}..{max}");
+        let (raw, hourly) = ws.totals().unwrap();
+        assert_eq!(raw, hourly);
+        let records: i64 = ws
+            .conn
+            .query_row("SELECT sum(flow_records)::BIGINT FROM flows_hourly", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(records, 1);
+    }
+
     #[test]
     fn rollup_rows_equal_the_sql_aggregate_of_the_raw_rows() {
         use crate::model::Initiator;
@@ -955,7 +1043,10 @@ mod tests {
         for i in 0..50_000u64 {
             let mut r = rec(i, &format!("b{}", i % 7));
             r.initiator = [Initiator::Local, Initiator::Remote, Initiator::Unknown][(i % 3) as usize];
-            r.window_start = Timestamp::from_secs(1_700_000_000 + (i as i64 % 900) * 37);
+            // Windows inside one hour: those that cross hours are spread (tested on their own).
+            r.window_start = Timestamp::from_secs(
+                1_699_999_200 + (i as i64 % 900) * 37 / 3590 * 3600 + (i as i64 % 97) * 37,
+            );
             r.window_end = r.window_start.add_micros(10_000_000);
             if i % 5 == 0 {
                 r.remote = crate::model::Endpoint::addr("2600:1f18::17".parse().unwrap(), 443);

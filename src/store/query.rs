@@ -132,6 +132,9 @@ pub struct WorkspaceInfo {
     pub rollup_retention_days: u32,
 }
 
+/// Column names and rows of text values (`None` for NULL).
+pub type TextTable = (Vec<String>, Vec<Vec<Option<String>>>);
+
 impl Workspace {
     /// Calls `each` for every flow matching `filter`, in a total order (window first, then every column,
     /// so two workspaces with the same rows export byte-identical files); stops at the first error.
@@ -145,6 +148,31 @@ impl Workspace {
         let sql = format!("SELECT {} FROM flows {where_sql} ORDER BY ALL {limit}", flow_select_list());
         let mut st = self.conn.prepare(&sql)?;
         let mut rows = st.query(params_from_iter(ps))?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            each(record_from_row(row)?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Calls `each` for every flow whose window overlaps `[since, until)` (a record of zero length
+    /// counts where it starts), in the same order as [`Workspace::for_each_flow`].
+    pub fn for_each_flow_overlapping(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        mut each: impl FnMut(FlowRecord) -> Result<()>,
+    ) -> Result<u64> {
+        let sql = format!(
+            "SELECT {} FROM flows
+             WHERE window_start < make_timestamp(?)
+               AND (window_end > make_timestamp(?) OR window_start >= make_timestamp(?))
+             ORDER BY ALL",
+            flow_select_list()
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query(duckdb::params![until.micros(), since.micros(), since.micros()])?;
         let mut n = 0;
         while let Some(row) = rows.next()? {
             each(record_from_row(row)?)?;
@@ -169,6 +197,27 @@ impl Workspace {
             .execute(&sql, params_from_iter(ps))
             .with_context(|| format!("writing {}", out.display()))?;
         Ok(n as u64)
+    }
+
+    /// Any Parquet file as text: its column names and every value cast to VARCHAR (NULL as
+    /// `None`). For files egressor reads but does not store, such as a Cost and Usage Report.
+    pub fn read_parquet_text(file: &std::path::Path) -> Result<TextTable> {
+        let conn = duckdb::Connection::open_in_memory()?;
+        let path = file.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", file.display()))?;
+        let quoted = path.replace('\'', "''");
+        let mut st = conn
+            .prepare(&format!("DESCRIBE SELECT * FROM read_parquet('{quoted}')"))
+            .with_context(|| format!("cannot read {} as Parquet", file.display()))?;
+        let names: Vec<String> = st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        let list: Vec<String> =
+            names.iter().map(|n| format!("CAST(\"{}\" AS VARCHAR)", n.replace('"', "\"\""))).collect();
+        let mut st = conn.prepare(&format!("SELECT {} FROM read_parquet('{quoted}')", list.join(", ")))?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((0..names.len()).map(|i| row.get::<_, Option<String>>(i)).collect::<Result<_, _>>()?);
+        }
+        Ok((names, out))
     }
 
     /// Reads the rows of a Parquet file written by [`Workspace::export_parquet`] (or by anyone using

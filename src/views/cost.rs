@@ -94,14 +94,18 @@ fn table(out: &mut dyn Write, v: &CostView<'_>, shown: &[CostLine], color: bool)
     let cur = &r.currency;
     writeln!(
         out,
-        "total {} {cur} (transfer {} + hourly {}); projected {} {cur} per 730-hour month",
+        "total {} {cur} (transfer {} + hourly {}); projected {} {cur} per 730-hour month from the period's {} h",
         money(r.totals.cost),
         money(r.totals.transfer_cost),
         money(r.totals.hourly_cost),
-        money(r.totals.projected_monthly)
+        money(r.totals.projected_monthly),
+        qty(r.hours)
     )?;
     if !r.unpriced.is_empty() {
         unpriced(out, r)?;
+    }
+    for z in &r.zone_problems {
+        writeln!(out, "\nwarning: {z}")?;
     }
     if v.explain {
         explain(out, r, shown)?;
@@ -258,6 +262,34 @@ fn explain(out: &mut dyn Write, r: &CostReport, shown: &[CostLine]) -> Result<()
     writeln!(out, "\nMeters:")?;
     for m in &r.meters {
         explain_meter(out, m, cur)?;
+    }
+    seen_twice(out, r)
+}
+
+/// Transfers reported by both ends: which report the bill used.
+fn seen_twice(out: &mut dyn Write, r: &CostReport) -> Result<()> {
+    if r.seen_twice.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nSeen at both ends, billed once (the larger report; a tie goes to the sender's):")?;
+    let who = |o: &crate::engines::observations::Observer| {
+        let role = match o.role {
+            crate::engines::observations::Role::Sender => "sender",
+            crate::engines::observations::Role::Receiver => "receiver",
+        };
+        format!("{} ({role}, {})", o.node, human_bytes(o.bytes))
+    };
+    for s in &r.seen_twice {
+        writeln!(
+            out,
+            "  {} -> {} in {}{}: billed from {}; not billed: {}",
+            s.src,
+            s.dst,
+            s.month.to_datetime().format("%Y-%m"),
+            if s.in_period { "" } else { " (before the period)" },
+            s.billed.iter().map(who).collect::<Vec<_>>().join(", "),
+            s.not_billed.iter().map(who).collect::<Vec<_>>().join(", ")
+        )?;
     }
     Ok(())
 }

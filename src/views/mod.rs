@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod flows;
 pub mod graph;
+pub mod reconcile;
 pub mod reports;
 pub mod top;
 

@@ -8,6 +8,7 @@ mod cost;
 mod pricing;
 mod pull;
 mod top;
+mod truth;
 mod workspace;
 
 use std::path::{Path, PathBuf};

@@ -263,11 +263,13 @@ fn tier_boundary_crossed_inside_the_period() {
     before.in_period = false;
     let during = row(&p, &addr("198.51.100.7"), 500, 0);
     let r = run(&[before, during], &book, Some(&topo()), GroupBy::Class);
-    // Earlier in the month: 10,000 GiB (it used the 100 GiB free allowance and moved the tier position).
-    // In the period: 240 GiB up to the 10,240 GiB boundary x 0.09 = 21.60, then 260 GiB x 0.085 = 22.10.
-    assert_eq!(r.totals.transfer_cost, d("43.70"));
+    // Earlier in the month: 10,000 GiB, of which 100 GiB were the free allowance, so the paid units
+    // on the ladder are 9,900 (the free tier sits before the tiers, as the bill reads: issue
+    // "Truth", item 3; this test had the free units count toward the 10 TB boundary).
+    // In the period: 340 GiB up to the 10,240 GiB boundary x 0.09 = 30.60, then 160 GiB x 0.085 = 13.60.
+    assert_eq!(r.totals.transfer_cost, d("44.20"));
     let m = &r.meters[0];
-    assert_eq!(m.tier_position, d("10000"));
+    assert_eq!(m.tier_position, d("9900"));
     assert_eq!(m.slices.len(), 2);
     assert_eq!(m.free_units, d("0"));
     // Only the period's bytes are on this bill.

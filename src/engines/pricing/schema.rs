@@ -79,6 +79,7 @@ pub(super) struct RawAllowance {
     pub units: Option<Spanned<QuantityText>>,
     pub period: Option<Spanned<String>>,
     pub scope: Option<Spanned<String>>,
+    pub position: Option<Spanned<String>>,
     pub source: Option<Spanned<String>>,
 }
 

@@ -10,9 +10,9 @@ use super::schema::{
     SpannedList,
 };
 use super::{
-    Alias, AllowanceEntry, AllowanceScope, Category, CidrRule, DestinationUse, FreeAllowance, HourlyCharge,
-    HourlyEntry, HourlyKind, Origin, Payer, PriceTable, Provider, Rate, RateEntry, Selector, TableKind, Tier,
-    TierAccumulation, Unit,
+    Alias, AllowanceEntry, AllowancePosition, AllowanceScope, Category, CidrRule, DestinationUse,
+    FreeAllowance, HourlyCharge, HourlyEntry, HourlyKind, Origin, Payer, PriceTable, Provider, Rate,
+    RateEntry, Selector, TableKind, Tier, TierAccumulation, Unit,
 };
 use ipnet::IpNet;
 use rust_decimal::Decimal;
@@ -831,9 +831,46 @@ impl Checker<'_> {
                     None
                 }
             };
+            let position = match &a.position {
+                Some(p) => {
+                    let parsed = AllowancePosition::parse(p.get_ref());
+                    if parsed.is_none() {
+                        self.at(
+                            p.span(),
+                            format!("{field}.position"),
+                            format!(
+                                "unknown position `{}` for {what}; expected one of {} (where the free units sit on the tier ladder)",
+                                p.get_ref(),
+                                AllowancePosition::names()
+                            ),
+                        );
+                    }
+                    parsed
+                }
+                // An override that does not say keeps to the way AWS's bill reads.
+                None if self.kind == TableKind::Override => Some(AllowancePosition::BeforeTiers),
+                None => {
+                    self.at(
+                        entry.clone(),
+                        format!("{field}.position"),
+                        format!(
+                            "missing `position` for {what}; expected one of {}: whether the first tier's boundary counts the free units (within-tiers) or only paid ones (before-tiers, as AWS bills)",
+                            AllowancePosition::names()
+                        ),
+                    );
+                    None
+                }
+            };
             let source = self.source_text(&a.source, entry.clone(), &format!("{field}.source"), &what);
-            let (Some(name), Some(category), Some(variant), Some(units), Some(scope), Some(source)) =
-                (name, category, variant, units, scope, source)
+            let (
+                Some(name),
+                Some(category),
+                Some(variant),
+                Some(units),
+                Some(scope),
+                Some(position),
+                Some(source),
+            ) = (name, category, variant, units, scope, position, source)
             else {
                 continue;
             };
@@ -851,7 +888,7 @@ impl Checker<'_> {
             out.push(AllowanceEntry {
                 category,
                 variant,
-                allowance: FreeAllowance { name, units, scope, source },
+                allowance: FreeAllowance { name, units, scope, position, source },
                 layer: 0,
             });
         }
