@@ -277,6 +277,30 @@ mod tests {
         Drain { sockets, drops, evicted, ring_full: 0, map_entries: 1, map_capacity: 8 }
     }
 
+    /// Regression (issue "Truth"): the server's accepted socket had no process name; it is the
+    /// process that bound the listener.
+    #[test]
+    fn an_accepted_socket_carries_its_listeners_process() {
+        let mut w = Windower::new("n1", std::env::temp_dir());
+        let t = |s| Timestamp::from_secs(s);
+        let mut listener = sample(1, 0, 0, false, 5);
+        listener.listener = true;
+        listener.local = "0.0.0.0:5201".parse().unwrap();
+        (listener.pid, listener.comm) = (Some(7), Some("iperf3".into()));
+        let mut accepted = sample(2, 100, 5000, false, 6);
+        accepted.local = "127.0.0.1:5201".parse().unwrap();
+        (accepted.pid, accepted.comm, accepted.initiator) = (None, None, CInit::Remote);
+        let mut other_port = accepted.clone();
+        other_port.cookie = 3;
+        other_port.local = "127.0.0.1:6000".parse().unwrap();
+        let out = w.window(drain(vec![listener, accepted, other_port], 0, 0), t(0), t(10), "b");
+        let by_port = |p: u16| out.records.iter().find(|r| r.local.port == p).unwrap();
+        assert_eq!(by_port(5201).local.process.as_deref(), Some("iperf3"));
+        assert_eq!(by_port(5201).local.pid, Some(7));
+        assert_eq!(by_port(6000).local.process, None, "no listener on that port");
+        assert_eq!(out.records.len(), 2, "the listener itself is not a flow");
+    }
+
     #[test]
     fn cumulative_counters_become_exact_window_deltas() {
         let mut w = Windower::new("n1", std::env::temp_dir());

@@ -519,6 +519,58 @@ mod tests {
         }
     }
 
+    /// Regression (issue "Truth"): `top` during `iperf3 -c 127.0.0.1` showed 402.8 Mbit/s as two
+    /// edges, the client's sending and the server's receiving of the same bytes.
+    #[test]
+    fn both_ends_of_loopback_traffic_count_once() {
+        let book = PriceBook::shipped().unwrap();
+        let end = |port: u16| {
+            let mut e = Endpoint::addr("127.0.0.1".parse().unwrap(), port);
+            e.process = Some("iperf3".into());
+            e.node = Some("host".into());
+            e
+        };
+        let mut client = rec(end(40000), end(5201), 25_000_000, 100_000);
+        let mut server = rec(end(5201), end(40000), 100_000, 25_000_000);
+        // As the agent reports them: the remote end is an address.
+        (client.remote.node, client.remote.process) = (None, None);
+        (server.remote.node, server.remote.process) = (None, None);
+        let mut m = LiveModel::new(Level::Workload);
+        let (start, stop) = (Timestamp::from_secs(1_795_000_000), Timestamp::from_secs(1_795_000_001));
+        m.tick(&[client, server], start, stop, &book, None).unwrap();
+        assert_eq!(m.total_bytes, 25_100_000);
+        assert!((m.bytes_per_sec - 25_100_000.0).abs() < 1.0, "{}", m.bytes_per_sec);
+        let carrying: Vec<_> = m.edges.iter().filter(|e| e.total_bytes > 0).collect();
+        assert_eq!(carrying.len(), 1, "{:?}", m.edges);
+        assert_eq!((carrying[0].src.as_str(), carrying[0].dst.as_str()), ("process/iperf3", "127.0.0.1"));
+    }
+
+    /// Regression (issue "Truth", periods): an agent's 10-second window arriving in one 250 ms tick
+    /// read as a burst and then 0 b/s; its rate lasts its window.
+    #[test]
+    fn a_records_rate_lasts_its_window() {
+        let book = PriceBook::shipped().unwrap();
+        let fe = ep("10.0.1.10", "frontend", "node-a", "us-east-1a");
+        let co = ep("10.0.2.20", "checkout", "node-b", "us-east-1b");
+        let mut r = rec(fe, co, 10_000_000, 0);
+        r.window_end = r.window_start.add_micros(10_000_000);
+        let mut m = LiveModel::new(Level::Workload);
+        let t0 = Timestamp::from_secs(1_795_000_100);
+        let tick = |i: i64| (t0.add_micros(i * 250_000), t0.add_micros((i + 1) * 250_000));
+        let (a, b) = tick(0);
+        m.tick(std::slice::from_ref(&r), a, b, &book, None).unwrap();
+        assert!((m.bytes_per_sec - 1_000_000.0).abs() < 1.0, "{}", m.bytes_per_sec);
+        for i in 1..40 {
+            let (a, b) = tick(i);
+            m.tick(&[], a, b, &book, None).unwrap();
+            assert!((m.bytes_per_sec - 1_000_000.0).abs() < 1.0, "tick {i}: {}", m.bytes_per_sec);
+            assert!(m.cost_per_hour > Decimal::ZERO && m.edges[0].cost_per_hour > Decimal::ZERO);
+        }
+        let (a, b) = tick(40);
+        m.tick(&[], a, b, &book, None).unwrap();
+        assert_eq!(m.bytes_per_sec, 0.0, "the window is over");
+    }
+
     /// Tick `k` of a small cluster: cross-zone pairs, a remote on an unobserved node (its receiving
     /// direction counts) and on an observed one (it does not), S3, the internet, same node; the
     /// byte counts change every tick, a direction appears only in tick 2, a pair only in tick 3.

@@ -98,6 +98,11 @@ fn tcp_passive_side_counts_ingress_and_marks_remote_initiator() {
     // Accepted sockets have no connect(): no pid from the probes.
     assert_eq!(s.pid, None);
     assert_eq!(s.requested_remote, None);
+    // The listener's bind() recorded its owner, which the agent gives the accepted socket.
+    let listener =
+        samples.iter().find(|x| x.listener && x.local.port() == port).expect("the listener's sample");
+    assert_eq!(listener.comm.as_deref(), Some(CLIENT_COMM), "{listener:?}");
+    assert_eq!(listener.pid, Some(child.pid()), "{listener:?}");
 }
 
 #[test]
