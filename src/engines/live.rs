@@ -85,6 +85,11 @@ struct Pair {
     remote: Party,
     out: Option<Slot>,
     inb: Option<Slot>,
+    /// Its sending direction is in `LiveModel::senders` (the set only grows).
+    out_registered: bool,
+    /// Whether a sender has reported its receiving direction, as of the senders set's size then:
+    /// a set that has not grown gives the same answer without hashing again.
+    in_sender_seen: (usize, bool),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,6 +282,8 @@ impl LiveModel {
                         remote: Party::from_endpoint(&r.remote),
                         out: None,
                         inb: None,
+                        out_registered: false,
+                        in_sender_seen: (usize::MAX, false),
                     });
                     self.pair_index.entry(pair_hash_of_record(r)).or_default().push(self.pairs.len() - 1);
                     self.pairs.len() - 1
@@ -317,6 +324,50 @@ impl LiveModel {
         Ok(())
     }
 
+    /// Registers the tick's sending directions, then says for each record whether its receiving
+    /// direction is counted: not when the remote's node reports in this tick, nor when a sender
+    /// has reported the same transfer. Known pairs remember both answers, so a steady tick hashes
+    /// no addresses.
+    fn receiving_to_count(
+        &mut self,
+        records: &[FlowRecord],
+        found: &[Option<usize>],
+        observed: &HashSet<&str, FxBuild>,
+    ) -> Vec<bool> {
+        for (r, p) in records.iter().zip(found) {
+            if r.bytes_out == 0 || p.is_some_and(|i| self.pairs[i].out_registered) {
+                continue;
+            }
+            self.senders.insert(transfer_key(r.local.ip, r.remote.ip, &r.node));
+            if let Some(i) = *p {
+                self.pairs[i].out_registered = true;
+            }
+        }
+        let (senders, pairs) = (&self.senders, &mut self.pairs);
+        let n = senders.len();
+        records
+            .iter()
+            .zip(found)
+            .map(|(r, p)| {
+                if r.bytes_in == 0 || r.remote.node.as_deref().is_some_and(|n| observed.contains(n)) {
+                    return false;
+                }
+                let sent = || senders.contains(&transfer_key(r.remote.ip, r.local.ip, &r.node));
+                let seen = match *p {
+                    Some(i) => {
+                        let pair = &mut pairs[i];
+                        if pair.in_sender_seen.0 != n {
+                            pair.in_sender_seen = (n, sent());
+                        }
+                        pair.in_sender_seen.1
+                    }
+                    None => sent(),
+                };
+                !seen
+            })
+            .collect()
+    }
+
     /// Folds one tick of records, covering `[start, end)`, into the model.
     pub fn tick(
         &mut self,
@@ -332,27 +383,17 @@ impl LiveModel {
         // seen sending them (loopback and same-node containers included). Live, the sender's report
         // is the one counted: which report is larger is only known once both are in.
         let observed: HashSet<&str, FxBuild> = records.iter().map(|r| r.node.as_str()).collect();
-        for r in records.iter().filter(|r| r.bytes_out > 0) {
-            self.senders.insert(transfer_key(r.local.ip, r.remote.ip, &r.node));
-        }
-        let needs_in: Vec<bool> = records
-            .iter()
-            .map(|r| {
-                r.bytes_in > 0
-                    && !r.remote.node.as_deref().is_some_and(|n| observed.contains(n))
-                    && !self.senders.contains(&transfer_key(r.remote.ip, r.local.ip, &r.node))
-            })
-            .collect();
+        let mut found: Vec<Option<usize>> = records.iter().map(|r| self.find_pair(r)).collect();
+        let needs_in = self.receiving_to_count(records, &found, &observed);
         // 1. Learn what is new. A record with nothing to count this tick (no bytes out, and its
-        //    bytes in are the remote node's own bytes out) produces no transfer: skip it.
-        let mut found: Vec<Option<usize>> = Vec::with_capacity(records.len());
+        //    bytes in are another report's bytes out) produces no transfer: skip it.
         let mut unknown: Vec<FlowRecord> = Vec::new();
-        for (r, &needs_in) in records.iter().zip(&needs_in) {
+        for ((r, &needs_in), p) in records.iter().zip(&needs_in).zip(found.iter_mut()) {
             if r.bytes_out == 0 && !needs_in {
-                found.push(None);
+                *p = None;
                 continue;
             }
-            let p = self.find_pair(r);
+            let p = *p;
             let known = p.is_some_and(|i| {
                 let pair = &self.pairs[i];
                 (r.bytes_out == 0 || pair.out.is_some()) && (!needs_in || pair.inb.is_some())
@@ -360,7 +401,6 @@ impl LiveModel {
             if !known {
                 unknown.push(r.clone());
             }
-            found.push(p);
         }
         if !unknown.is_empty() {
             self.learn(&unknown, &observed, start, end, book, topology)?;
@@ -419,17 +459,42 @@ impl LiveModel {
         //    tick's start; a span opened now lasts its window from here.
         let now = self.seconds;
         let (mut bytes_per_sec, mut cost_per_hour) = (0.0, Decimal::ZERO);
+        // Windows repeat (every record of one source has the tick's or the agent's): one
+        // conversion to hours each.
+        let mut window_hours: Vec<(f64, Decimal)> = Vec::new();
         for (i, le) in self.edges.iter_mut().enumerate() {
+            let new = per_edge.get(i).filter(|t| t.bytes > 0);
+            if le.spans.is_empty() && new.is_none() {
+                (le.rate, le.cost_per_hour) = (0.0, Decimal::ZERO);
+                le.history.push_back(0);
+                while le.history.len() > HISTORY {
+                    le.history.pop_front();
+                }
+                continue;
+            }
             le.spans.retain(|s| s.until > now + 1e-9);
-            if let Some(t) = per_edge.get(i).filter(|t| t.bytes > 0) {
+            if let Some(t) = new {
+                let w = t.span.until;
+                let h = match window_hours.iter().find(|(x, _)| *x == w) {
+                    Some((_, h)) => *h,
+                    None => {
+                        window_hours.push((w, hours(w)));
+                        hours(w)
+                    }
+                };
                 le.spans.push_back(Span {
-                    until: now + t.span.until,
+                    until: now + w,
                     bytes_per_sec: t.span.bytes_per_sec,
-                    cost_per_hour: t.cost.round_dp(super::cost::MONEY_DP) / hours(t.span.until),
+                    cost_per_hour: t.cost.round_dp(super::cost::MONEY_DP) / h,
                 });
             }
-            le.rate = le.spans.iter().map(|s| s.bytes_per_sec).sum();
-            le.cost_per_hour = le.spans.iter().map(|s| s.cost_per_hour).sum::<Decimal>().round_dp(6);
+            if le.spans.len() == 1 {
+                let only = &le.spans[0];
+                (le.rate, le.cost_per_hour) = (only.bytes_per_sec, only.cost_per_hour.round_dp(6));
+            } else {
+                le.rate = le.spans.iter().map(|s| s.bytes_per_sec).sum();
+                le.cost_per_hour = le.spans.iter().map(|s| s.cost_per_hour).sum::<Decimal>().round_dp(6);
+            }
             bytes_per_sec += le.rate;
             cost_per_hour += le.cost_per_hour;
             match per_edge.get(i).filter(|t| t.bytes > 0) {
