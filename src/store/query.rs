@@ -458,3 +458,34 @@ impl Workspace {
         Ok(a.zip(b).map(|(a, b)| (Timestamp::from_micros(a), Timestamp::from_micros(b))))
     }
 }
+
+#[cfg(test)]
+mod parquet_text_tests {
+    use super::*;
+
+    /// `reconcile` reads Cost and Usage Report extracts in Parquet through this: names as in the
+    /// file, every value as text, NULL as `None`.
+    #[test]
+    fn any_parquet_file_reads_back_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cur.parquet");
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "COPY (SELECT * FROM (VALUES ('USE1-NatGateway-Bytes', 12.5::DOUBLE, 0.5625::DECIMAL(18,4), NULL),
+                                        ('USE1-DataTransfer-Regional-Bytes', 10::DOUBLE, 0.1::DECIMAL(18,4), 'i-1'))
+                   AS t(line_item_usage_type, line_item_usage_amount, line_item_unblended_cost, line_item_resource_id))
+             TO '{}' (FORMAT PARQUET)",
+            path.display()
+        ))
+        .unwrap();
+        let (names, rows) = Workspace::read_parquet_text(&path).unwrap();
+        assert_eq!(names[0], "line_item_usage_type");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0][1].as_deref(), Some("12.5"));
+        assert_eq!(rows[0][2].as_deref(), Some("0.5625"));
+        assert_eq!(rows[0][3], None);
+        assert_eq!(rows[1][3].as_deref(), Some("i-1"));
+        let err = Workspace::read_parquet_text(&dir.path().join("missing.parquet")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.parquet"), "{err:#}");
+    }
+}

@@ -328,3 +328,43 @@ fn reconcile_explains_the_demos_own_bill_and_names_an_unlogged_eni() {
     let err = t.fails(&["reconcile", "--cur", path.to_str().unwrap(), "--month", "2026-11"]);
     assert!(err.contains("cur.csv:2: lineItem/UsageAmount"), "{err}");
 }
+
+/// More bills from the AWS price pages (us-east-1): NAT gateway processing $0.045/GB on top of
+/// the internet price, NAT to S3 in the same region (processing only: S3 in-region is free), and
+/// inter-region over a peering at inter-region rates ($0.02/GB, paid by the sender's region).
+#[test]
+fn nat_internet_nat_to_s3_and_inter_region_peering_to_the_cent() {
+    let topo_text = "cloud = \"aws\"\n\n\
+        [[vpc]]\nid = \"vpc-1\"\nregion = \"us-east-1\"\ncidrs = [\"10.0.0.0/16\"]\n\n\
+        [[vpc]]\nid = \"vpc-2\"\nregion = \"us-west-2\"\ncidrs = [\"10.1.0.0/16\"]\n\n\
+        [[subnet]]\nid = \"subnet-a\"\nvpc = \"vpc-1\"\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nnat = \"nat-a\"\n\n\
+        [[subnet]]\nid = \"subnet-w\"\nvpc = \"vpc-2\"\ncidr = \"10.1.1.0/24\"\nzone = \"us-west-2a\"\n\n\
+        [[nat_gateway]]\nid = \"nat-a\"\nvpc = \"vpc-1\"\nzone = \"us-east-1a\"\n\n\
+        [[peering]]\nid = \"pcx-1\"\nvpcs = [\"vpc-1\", \"vpc-2\"]\n";
+    for (remote, gib, expected) in [
+        // 1,100 GiB: NAT 1,100 x 0.045 = 49.50; internet 100 free + 1,000 x 0.09 = 90.00.
+        ("203.0.113.10", 1_100u64, "139.50"),
+        // 100 GiB to S3 through the NAT: 100 x 0.045 = 4.50.
+        ("52.216.8.20", 100, "4.50"),
+        // 100 GiB to us-west-2 over the peering: 100 x 0.02 = 2.00.
+        ("10.1.1.10", 100, "2.00"),
+    ] {
+        let t = TestContext::new();
+        let topo = t.path("topo.toml");
+        std::fs::write(&topo, topo_text).unwrap();
+        let text = format!(
+            "{{\"window_start\":\"2026-11-10T10:00:00Z\",\"window_end\":\"2026-11-10T10:01:00Z\",\"node\":\"i-1\",\
+             \"local\":{{\"ip\":\"10.0.1.10\",\"port\":40000}},\"remote\":{{\"ip\":\"{remote}\",\"port\":443}},\
+             \"proto\":\"tcp\",\"ip_version\":4,\"initiator\":\"local\",\"bytes_out\":{},\"bytes_in\":0,\
+             \"packets_out\":1,\"packets_in\":0}}\n",
+            gib * GIB
+        );
+        import(&t, "f.jsonl", &text, "jsonl");
+        let bill = cost_json(&t, topo.to_str().unwrap(), NOV.0, NOV.1);
+        assert_eq!(
+            cents(dec(&bill["totals"]["transfer_cost"])),
+            expected.parse::<Decimal>().unwrap(),
+            "{remote}: {bill}"
+        );
+    }
+}
