@@ -564,25 +564,44 @@ impl<'f> Flow<'f> {
     /// A gateway endpoint only serves its own region; otherwise the bytes take the NAT or the
     /// public network like any other address.
     fn cloud_service(&self, svc: &CloudService, c: &mut Classified) {
-        let rip = &self.rip;
         let other_region = svc.region != self.region && svc.region != "GLOBAL";
         if !other_region && let Some(e) = self.gateway_endpoint(svc) {
-            c.class = Class::VpcEndpoint;
-            c.reason = format!(
-                "{rip} is {}; {} routes it through gateway endpoint {}",
-                svc.label(),
-                self.vpc.unwrap_or("?"),
-                e.id
-            );
-            c.legs.push(leg(
-                Category::GatewayEndpoint,
-                self.region,
-                None,
-                Sides::LocalAndGateway,
-                format!("gateway endpoint {}", e.id),
-            ));
+            self.through_gateway_endpoint(svc, e, c);
             return;
         }
+        self.service_over_nat_or_public_network(svc, c);
+        if other_region {
+            // Through a NAT the class stays the NAT's: the inter-region leg is added to its legs.
+            c.class = if self.nat.is_some() { c.class } else { Class::CrossRegion };
+            let (s, d) = self.src_dst(&svc.region);
+            c.regions = Some((s.clone(), d.clone()));
+            c.legs.push(between_regions(Category::InterRegion, &s, &d));
+        } else if svc.service == "EC2" && self.dir == Direction::Out {
+            // Someone's instance in our region, by its public address.
+            c.legs.push(public_ip_same_region(self.region));
+        }
+    }
+
+    fn through_gateway_endpoint(&self, svc: &CloudService, e: &Endpoint, c: &mut Classified) {
+        let rip = &self.rip;
+        c.class = Class::VpcEndpoint;
+        c.reason = format!(
+            "{rip} is {}; {} routes it through gateway endpoint {}",
+            svc.label(),
+            self.vpc.unwrap_or("?"),
+            e.id
+        );
+        c.legs.push(leg(
+            Category::GatewayEndpoint,
+            self.region,
+            None,
+            Sides::LocalAndGateway,
+            format!("gateway endpoint {}", e.id),
+        ));
+    }
+
+    fn service_over_nat_or_public_network(&self, svc: &CloudService, c: &mut Classified) {
+        let rip = &self.rip;
         if self.nat.is_some() {
             c.class = Class::NatCloudService;
             c.reason = format!(
@@ -602,16 +621,6 @@ impl<'f> Flow<'f> {
                     ""
                 }
             );
-        }
-        if other_region {
-            // Through a NAT the class stays the NAT's: the inter-region leg is added to its legs.
-            c.class = if self.nat.is_some() { c.class } else { Class::CrossRegion };
-            let (s, d) = self.src_dst(&svc.region);
-            c.regions = Some((s.clone(), d.clone()));
-            c.legs.push(between_regions(Category::InterRegion, &s, &d));
-        } else if svc.service == "EC2" && self.dir == Direction::Out {
-            // Someone's instance in our region, by its public address.
-            c.legs.push(public_ip_same_region(self.region));
         }
     }
 
