@@ -186,13 +186,9 @@ pub struct FlowsArgs {
     pub out: OutputArgs,
 }
 
-/// What classifies and prices traffic: shared by `cost`, `graph` and `top`.
+/// Price override files: one flag for every command that prices.
 #[derive(Debug, Args)]
-pub struct NetworkArgs {
-    /// Topology file (VPCs, subnets, NAT gateways, peerings, endpoints); default: the one stored
-    /// in the workspace (`egressor topology set`), if any.
-    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
-    pub topology: Option<PathBuf>,
+pub struct PricingArgs {
     /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
     #[arg(
         long = "pricing",
@@ -202,6 +198,17 @@ pub struct NetworkArgs {
         value_delimiter = ','
     )]
     pub pricing: Vec<PathBuf>,
+}
+
+/// What classifies and prices traffic: shared by `cost`, `graph` and `top`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Topology file (VPCs, subnets, NAT gateways, peerings, endpoints); default: the one stored
+    /// in the workspace (`egressor topology set`), if any.
+    #[arg(long, env = "EGRESSOR_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    #[command(flatten)]
+    pub prices: PricingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -377,15 +384,8 @@ pub struct PricingShowArgs {
     /// Only what traffic sent from this region pays (e.g. us-east-1).
     #[arg(long)]
     pub region: Option<String>,
-    /// Price override files (negotiated rates, per-CIDR rules; repeatable, later files win).
-    #[arg(
-        long = "pricing",
-        alias = "prices",
-        value_name = "FILE",
-        env = "EGRESSOR_PRICING",
-        value_delimiter = ','
-    )]
-    pub pricing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub prices: PricingArgs,
     #[command(flatten)]
     pub out: OutputArgs,
 }

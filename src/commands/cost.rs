@@ -16,7 +16,7 @@ pub fn run(settings: &Settings, args: &CostArgs, out: &mut dyn Write) -> Result<
         since: args.since,
         until: args.until,
         topology: args.net.topology.as_deref(),
-        pricing: &args.net.pricing,
+        pricing: &args.net.prices.pricing,
         by: GroupBy::parse(&args.by).expect("clap checked --by"),
     };
     let (book, report) = load::priced_period(settings, &query)?;

@@ -17,7 +17,7 @@ pub fn run(settings: &Settings, args: &GraphArgs, out: &mut dyn Write) -> Result
         since: args.since,
         until: args.until,
         topology: args.net.topology.as_deref(),
-        pricing: &args.net.pricing,
+        pricing: &args.net.prices.pricing,
         by: GroupBy::Edge,
     };
     let (_, report) = load::priced_period(settings, &query)?;

@@ -24,7 +24,7 @@ fn show(settings: &Settings, args: &PricingShowArgs, out: &mut dyn Write) -> Res
         ),
         None => None,
     };
-    let book = load::price_book(&args.pricing)?;
+    let book = load::price_book(&args.prices.pricing)?;
     let rows = book.describe(provider, args.region.as_deref());
     reports::price_rows(out, &book, &rows, args.out.output.into(), settings.color)?;
     Ok(ExitCode::SUCCESS)

@@ -25,7 +25,7 @@ pub fn run(settings: &Settings, args: &ReconcileArgs, out: &mut dyn Write) -> Re
         since: TimeBound::At(since),
         until: Some(TimeBound::At(until)),
         topology: args.net.topology.as_deref(),
-        pricing: &args.net.pricing,
+        pricing: &args.net.prices.pricing,
         // Lines by node name the observers, which the bill's resource ids are compared with.
         by: GroupBy::Node,
     };

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<ExitCode> {
-    let book = load::price_book(&args.net.pricing)?;
+    let book = load::price_book(&args.net.prices.pricing)?;
     let level = Level::parse(&args.level).expect("clap checked --level");
     let ws = workspace_if_needed(settings, args)?;
     let topology = match &ws {
