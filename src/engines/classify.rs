@@ -177,18 +177,19 @@ impl<'a> Classifier<'a> {
     fn zone_of_label(&self, label: Option<&String>) -> Option<String> {
         let label = label?;
         let Some(t) = self.topo else { return Some(label.clone()) };
-        if let Some(read) = self.zone_labels.borrow().get(label) {
-            if read.is_none() {
-                *self.unrecognised_zones.borrow_mut().entry(label.clone()).or_default() += 1;
-            }
-            return read.clone();
+        let read = self
+            .zone_labels
+            .borrow_mut()
+            .entry(label.clone())
+            .or_insert_with(|| match t.zone_label(label) {
+                ZoneLabel::Name(name) => Some(name),
+                ZoneLabel::Unrecognised(_) => None,
+            })
+            .clone();
+        if read.is_none() {
+            *self.unrecognised_zones.borrow_mut().entry(label.clone()).or_default() += 1;
         }
-        let read = match t.zone_label(label) {
-            ZoneLabel::Name(name) => Some(name),
-            ZoneLabel::Unrecognised(_) => None,
-        };
-        self.zone_labels.borrow_mut().insert(label.clone(), read);
-        self.zone_of_label(Some(label))
+        read
     }
 
     /// What to tell the user about zone labels that were not used.

@@ -370,7 +370,12 @@ fn gather_transfers(
     classifier: &mut Classifier<'_>,
     match_addresses: bool,
 ) -> (Vec<Transfer>, Vec<SeenTwice>) {
-    let decided = observations::decide(rows);
+    // The live view decides per record itself: no matching here (its first tick learns many rows).
+    let decided = if match_addresses {
+        observations::decide(rows)
+    } else {
+        observations::Observations { rows: vec![Default::default(); rows.len()], seen_twice: Vec::new() }
+    };
     let observed: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     let mut transfers = Vec::new();
     for (row, verdict) in rows.iter().zip(&decided.rows) {

@@ -171,10 +171,12 @@ struct Ours {
 pub fn reconcile(month: &str, bill: &[Billed], other_lines: u64, report: &CostReport) -> Reconciliation {
     let ours = egressor_side(report);
     let observers: BTreeSet<&str> = report.lines.iter().map(|l| l.key.as_str()).collect();
+    // Hourly lines name their resource as "nat gateway nat-0abc" or "endpoint vpce-1 (2 zones)":
+    // any word of them may be the id the bill uses.
     let gateways: BTreeSet<String> = report
         .hourly
         .iter()
-        .filter_map(|h| h.resource.split_whitespace().nth(2).map(str::to_string))
+        .flat_map(|h| h.resource.split_whitespace().map(|w| w.trim_matches(['(', ')']).to_string()))
         .collect();
     let mut billed: BTreeMap<&str, (Decimal, Decimal)> = BTreeMap::new();
     for b in bill {
@@ -307,7 +309,7 @@ fn unobserved_resources(
             cause: format!(
                 "no flows observed at {resource}: {} of {usage_type} billed to it is outside what egressor \
                  saw (enable flow logs on this interface, or run an agent on this node)",
-                human_bytes((amount * Decimal::from(1u64 << 30)).try_into().unwrap_or(0u64))
+                human_bytes((amount * Decimal::from(1u64 << 30)).round().try_into().unwrap_or(u64::MAX))
             ),
             resource,
             usage_type,

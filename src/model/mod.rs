@@ -9,7 +9,7 @@ pub mod fxhash;
 mod time;
 mod traffic;
 
-pub use time::{TimeBound, Timestamp, parse_time_bound};
+pub use time::{TimeBound, Timestamp, parse_time_bound, share_of_window};
 pub use traffic::{Party, TrafficRow, traffic_rows};
 
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,16 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
+/// The part of `amount` that `[from, to)` holds of a window `[start, end)` (microseconds), in
+/// proportion to time. Shares are differences of rounded-down cumulative amounts, so the parts of
+/// one window over consecutive pieces are integers that add up to `amount` exactly. The hourly
+/// rollup and the replay feed both cut records this way.
+pub fn share_of_window(amount: u64, (start, end): (i64, i64), (from, to): (i64, i64)) -> u64 {
+    let total = (end - start) as i128;
+    let upto = |at: i64| (amount as i128 * (at - start) as i128 / total) as u64;
+    upto(to) - upto(from)
+}
+
 impl Timestamp {
     pub const MICROS_PER_SEC: i64 = 1_000_000;
     pub const MICROS_PER_HOUR: i64 = 3_600 * Self::MICROS_PER_SEC;

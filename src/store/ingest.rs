@@ -153,7 +153,7 @@ impl RowChunk {
 }
 
 fn hour_of(micros: i64) -> i64 {
-    micros.div_euclid(Timestamp::MICROS_PER_HOUR) * Timestamp::MICROS_PER_HOUR
+    Timestamp::from_micros(micros).floor_hour().micros()
 }
 
 /// A window `[start, end)` that crosses hours, cut at each hour: each hour gets the part of the
@@ -162,8 +162,6 @@ fn hour_of(micros: i64) -> i64 {
 /// opened count in the first hour and closed in the last (in [`schema::ROLLUP_MEASURES`] order).
 /// Used by the rollup: a month-long flow-log record fills the month, not its first hour.
 pub fn spread_over_hours(start: i64, end: i64, measures: [u64; 6]) -> Vec<(i64, [u64; 6])> {
-    let total = (end - start) as i128;
-    let cumulative = |upto: i64, m: u64| -> u64 { (m as i128 * (upto - start) as i128 / total) as u64 };
     let (first, last) = (hour_of(start), hour_of(end - 1));
     let mut out = Vec::new();
     let mut hour = first;
@@ -171,7 +169,7 @@ pub fn spread_over_hours(start: i64, end: i64, measures: [u64; 6]) -> Vec<(i64, 
         let (from, to) = (hour.max(start), (hour + Timestamp::MICROS_PER_HOUR).min(end));
         let mut share = [0u64; 6];
         for k in 0..4 {
-            share[k] = cumulative(to, measures[k]) - cumulative(from, measures[k]);
+            share[k] = crate::model::share_of_window(measures[k], (start, end), (from, to));
         }
         share[4] = if hour == first { measures[4] } else { 0 };
         share[5] = if hour == last { measures[5] } else { 0 };

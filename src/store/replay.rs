@@ -66,8 +66,7 @@ pub fn part_within(r: FlowRecord, start: Timestamp, end: Timestamp) -> Option<Fl
     if from >= to {
         return None;
     }
-    let cumulative = |at: i64, m: u64| (m as i128 * (at - ws) as i128 / (we - ws) as i128) as u64;
-    let share = |m: u64| cumulative(to, m) - cumulative(from, m);
+    let share = |m: u64| crate::model::share_of_window(m, (ws, we), (from, to));
     Some(FlowRecord {
         window_start: Timestamp::from_micros(from),
         window_end: Timestamp::from_micros(to),

@@ -557,3 +557,25 @@ fn describe_for_a_region_shows_what_that_region_pays() {
     // Inter-region entries the region does not send from are left out.
     assert!(!rows.iter().any(|r| r.charge == "inter-region" && r.regions == "us-east-1"));
 }
+
+/// Where a free allowance sits on the ladder changes the bill ($0.50 a month at 10 TB on AWS): a
+/// shipped table must say it, and a wrong value names the field and the choices.
+#[test]
+fn a_shipped_free_allowance_says_where_it_sits_on_the_ladder() {
+    let allowance = |position: &str| {
+        format!(
+            "{HEADER}\n[[free_allowance]]\nname = \"free\"\ncategory = \"internet-egress\"\nunits = \"100\"\nscope = \"global\"\n{position}source = \"x\"\n"
+        )
+    };
+    let missing = &problems(&allowance(""), TableKind::Shipped)[0];
+    assert_eq!(missing.field, "free_allowance[0].position");
+    assert!(missing.message.contains("before-tiers"), "{}", missing.message);
+    let wrong = &problems(&allowance("position = \"first\"\n"), TableKind::Shipped)[0];
+    assert_eq!(wrong.field, "free_allowance[0].position");
+    assert!(wrong.message.contains("unknown position `first`"), "{}", wrong.message);
+    assert!(
+        PriceTable::parse("t.toml", &allowance("position = \"within-tiers\"\n"), TableKind::Shipped).is_ok()
+    );
+    // An override that does not say keeps to the AWS bill's way.
+    assert!(PriceTable::parse("t.toml", &allowance(""), TableKind::Override).is_ok());
+}
