@@ -7,6 +7,8 @@
 //!   -> capture    load/attach the probes, drain per-socket counters         (the only aya user)
 //!   -> agent      counters -> windowed flow records, attribution, spool, serving
 //!   -> transport  the batch wire format and the pull client
+//!   -> cluster    Kubernetes: deploy the agents, reach them through the API server, the cluster's
+//!                 metadata that names every flow's pod and workload      (the only kube-rs user)
 //!   -> import     files (JSON lines, Parquet, AWS VPC Flow Logs) -> flow records
 //!   -> demo       a labelled synthetic scenario -> flow records
 //!   -> store      the DuckDB workspace: batches, flows, hourly rollups       (the only duckdb user)
@@ -20,6 +22,7 @@
 pub mod agent;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod demo;
 pub mod engines;

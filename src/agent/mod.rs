@@ -14,6 +14,7 @@ pub mod window;
 pub use window::Windower;
 
 use crate::capture::EventSource;
+use crate::cluster::watch::{self as pod_watch, PodLog};
 use crate::model::Timestamp;
 use crate::transport::{Batch, Loss};
 use anyhow::{Context, Result};
@@ -53,6 +54,10 @@ pub struct Shared {
     pub metrics: Metrics,
     pub node: String,
     pub token: Option<String>,
+    /// When a puller last acknowledged batches (`egressor status` shows it as the last pull).
+    pub last_ack: Option<Timestamp>,
+    /// The node's pods as its watch saw them (empty outside Kubernetes), served at `/v1/pods`.
+    pub pods: Arc<Mutex<PodLog>>,
 }
 
 pub type State = Arc<Mutex<Shared>>;
@@ -111,11 +116,15 @@ pub fn run(cfg: AgentConfig, mut source: Box<dyn EventSource + Send>) -> Result<
         "spool ready at {}",
         cfg.spool_dir.display()
     );
+    let pods_file = cfg.spool_dir.join("pods.json");
+    let pods = Arc::new(Mutex::new(load_pod_log(&pods_file)));
     let state: State = Arc::new(Mutex::new(Shared {
         spool,
         metrics: Metrics::default(),
         node: cfg.node.clone(),
         token: cfg.token.clone(),
+        last_ack: None,
+        pods: pods.clone(),
     }));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async move {
@@ -125,6 +134,13 @@ pub fn run(cfg: AgentConfig, mut source: Box<dyn EventSource + Send>) -> Result<
         eprintln!("egressor agent: serving on http://{} (node {})", listener.local_addr()?, cfg.node);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx));
+        let watch = match pod_watch::agent_client().await {
+            Some(client) => {
+                eprintln!("egressor agent: watching the pods of node {}", cfg.node);
+                Some(tokio::spawn(pod_watch::watch_node_pods(client, cfg.node.clone(), pods.clone())))
+            }
+            None => None,
+        };
         let mut windower = Windower::new(&cfg.node, cfg.cgroup_root.clone());
         let mut ticker = tokio::time::interval(cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,14 +158,47 @@ pub fn run(cfg: AgentConfig, mut source: Box<dyn EventSource + Send>) -> Result<
             if let Err(e) = drain_once(source.as_mut(), &mut windower, &state, start, end) {
                 tracing::error!("{e:#}");
             }
+            save_pod_log(&pods, &pods_file, end);
             start = end;
             if stopping {
                 eprintln!("egressor agent: stopping; the last window is spooled");
                 break;
             }
         }
+        if let Some(w) = watch {
+            w.abort();
+        }
         let _ = stop_tx.send(true);
         let _ = server.await;
         Ok(())
     })
+}
+
+/// The pod log the previous run saved next to the spool (its pods' names outlive a restart).
+fn load_pod_log(file: &std::path::Path) -> PodLog {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!("{} is unreadable ({e}); starting an empty pod log", file.display());
+            PodLog::default()
+        }),
+        Err(_) => PodLog::default(),
+    }
+}
+
+/// Writes the pod log when it changed (atomically: a crash leaves the old or the new file).
+fn save_pod_log(pods: &Mutex<PodLog>, file: &std::path::Path, now: Timestamp) {
+    let mut log = pods.lock().expect("pod log");
+    log.prune(now);
+    if !log.dirty {
+        return;
+    }
+    let tmp = file.with_extension("json.tmp");
+    let written = serde_json::to_vec(&*log)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| std::fs::write(&tmp, b).map_err(Into::into))
+        .and_then(|()| std::fs::rename(&tmp, file).map_err(Into::into));
+    match written {
+        Ok(()) => log.dirty = false,
+        Err(e) => tracing::warn!("cannot save the pod log to {}: {e:#}", file.display()),
+    }
 }

@@ -1,8 +1,13 @@
-//! The agent's HTTP API: `GET /v1/batches`, `POST /v1/ack` (bearer token when configured),
-//! `GET /healthz`, `GET /metrics`.
+//! The agent's HTTP API: `GET /v1/batches`, `POST /v1/ack`, `GET /v1/info` (token when
+//! configured), `GET /healthz`, `GET /metrics`.
+//!
+//! The token is read from `Authorization: Bearer T` or from `X-Egressor-Token: T`: through the
+//! Kubernetes API server's pods/proxy (how the CLI attaches in a cluster) the caller's
+//! `Authorization` header is consumed by the API server's own authentication and never reaches the
+//! pod, so the agent's token travels in its own header (docs/adr/0009-cluster-attach-and-enrichment.md).
 
 use super::State;
-use crate::transport::{BatchPage, WIRE_SCHEMA};
+use crate::transport::{AgentInfo, BatchPage, PODS_SCHEMA, PodsPage, TOKEN_HEADER, WIRE_SCHEMA};
 use axum::extract::{Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +26,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/batches", get(batches))
         .route("/v1/ack", post(ack))
+        .route("/v1/info", get(info))
+        .route("/v1/pods", get(pods))
         .with_state(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -38,10 +45,12 @@ fn error(status: StatusCode, msg: &str) -> Response {
 fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
     let expected = state.lock().expect("state").token.clone();
     let expected = expected?;
-    let got = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    let own = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    let got = bearer.or(own);
     // Constant-time comparison: the token guards the whole flow history of the node.
     let ok = got.is_some_and(|g| {
         g.len() == expected.len()
@@ -101,9 +110,51 @@ async fn ack(AxState(state): AxState<State>, headers: HeaderMap, Query(q): Query
         return error(StatusCode::CONFLICT, "acknowledgement for another spool instance; nothing removed");
     }
     match shared.spool.ack(q.upto) {
-        Ok(n) => Json(serde_json::json!({ "acknowledged": n })).into_response(),
+        Ok(n) => {
+            shared.last_ack = Some(crate::model::Timestamp::now());
+            Json(serde_json::json!({ "acknowledged": n })).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
     }
+}
+
+/// `GET /v1/pods`: the node's pods as the agent's watch saw them, deleted ones included.
+async fn pods(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&state, &headers) {
+        return r;
+    }
+    let (node, log) = {
+        let s = state.lock().expect("state");
+        (s.node.clone(), s.pods.clone())
+    };
+    let pods = log.lock().expect("pod log").pods.values().cloned().collect();
+    Json(PodsPage { schema: PODS_SCHEMA.into(), node, pods }).into_response()
+}
+
+/// `GET /v1/info`: who this agent is and how it is doing, for `egressor status`.
+async fn info(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&state, &headers) {
+        return r;
+    }
+    let s = state.lock().expect("state");
+    let m = &s.metrics;
+    Json(AgentInfo {
+        schema: WIRE_SCHEMA.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        node: s.node.clone(),
+        instance: s.spool.instance().to_string(),
+        spool_bytes: s.spool.bytes(),
+        spool_max_bytes: s.spool.max_bytes(),
+        spool_batches: s.spool.len() as u64,
+        last_ack: s.last_ack,
+        loss: crate::transport::Loss {
+            map_insert_failures: m.map_insert_failures,
+            sockets_evicted: m.sockets_evicted,
+            spool_dropped_batches: s.spool.total_dropped_batches,
+            spool_dropped_records: s.spool.total_dropped_records,
+        },
+    })
+    .into_response()
 }
 
 async fn metrics(AxState(state): AxState<State>) -> Response {

@@ -88,6 +88,11 @@ impl Spool {
         self.next_seq
     }
 
+    /// The size bound the oldest batches are dropped at.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.1).sum()
     }

@@ -18,6 +18,19 @@ pub fn cgroup2_root() -> Result<PathBuf, Error> {
     cgroup2_root_from(&mounts).ok_or(Error::NoCgroup2)
 }
 
+/// Whether `dir` is itself a cgroup2 mount point: in the agent's container the host's hierarchy is
+/// mounted at `/host/sys/fs/cgroup`, and cgroup ids resolve to pod paths only from there (the
+/// container's own `/sys/fs/cgroup` shows its own cgroup namespace).
+pub fn is_cgroup2_mount(dir: &std::path::Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return false };
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_dev, mount_point, fstype) = (fields.next(), fields.next(), fields.next());
+        fstype == Some("cgroup2")
+            && mount_point.is_some_and(|m| std::path::Path::new(&unescape_mount(m)) == dir)
+    })
+}
+
 /// The first cgroup2 mount point in a `/proc/mounts` text.
 pub(crate) fn cgroup2_root_from(mounts: &str) -> Option<PathBuf> {
     mounts.lines().find_map(|line| {

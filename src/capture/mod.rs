@@ -43,7 +43,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use cgroup::{CgroupResolver, cgroup_path_for_id, cgroup2_root};
+pub use cgroup::{CgroupResolver, cgroup_path_for_id, cgroup2_root, is_cgroup2_mount};
 pub use kernel::KernelCapture;
 
 /// What to capture and how much kernel memory to use for it.

@@ -58,7 +58,14 @@ pub enum Command {
     /// Run the node agent: count every byte in the kernel, spool flow batches, serve them.
     Agent(AgentArgs),
     /// Fetch new flow batches from agents into the workspace (safe to interrupt and re-run).
+    /// Without --agent: from every agent of the current Kubernetes context.
     Pull(PullArgs),
+    /// Install the agents on the current Kubernetes context (a DaemonSet; server-side apply).
+    Deploy(DeployArgs),
+    /// Remove exactly what `deploy` created.
+    Undeploy(UndeployArgs),
+    /// The agents of the current Kubernetes context: ready, version, spool, last pull, loss.
+    Status(StatusArgs),
     /// What the traffic costs: classified, priced with tiers and free allowances, explained.
     Cost(CostArgs),
     /// The transfer graph: who sends how much to whom, with classes and cost.
@@ -294,6 +301,11 @@ pub struct TopArgs {
     /// Watch these agents instead of capturing locally (repeatable).
     #[arg(long = "agent", value_name = "URL")]
     pub agents: Vec<String>,
+    /// Watch every agent of the Kubernetes context (through its API server) instead of this host.
+    #[arg(long, conflicts_with = "agents")]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub kube: ClusterArgs,
     /// Bearer token for the agents.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -436,11 +448,69 @@ pub struct AgentArgs {
     pub node: Option<String>,
 }
 
+/// Which cluster and namespace: shared by deploy, undeploy, status, pull and top.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// Kubeconfig context (default: the current context of KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of the agents.
+    #[arg(long, short = 'n', default_value = "egressor")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Agent image (default: the egressor image of this version).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Run agents only on nodes with this label (repeatable): KEY=VALUE.
+    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub node_selector: Vec<(String, String)>,
+    /// Print the objects as YAML and apply nothing (no cluster needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take back fields someone else changed on egressor's objects (server-side apply conflicts).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UndeployArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// `KEY=VALUE`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE, e.g. kubernetes.io/os=linux")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Agent base URL (repeatable), e.g. http://10.0.1.10:9464.
-    #[arg(long = "agent", required = true, value_name = "URL")]
+    /// Agent base URL (repeatable), e.g. http://10.0.1.10:9464. Without it: every agent of the
+    /// Kubernetes context, reached through its API server.
+    #[arg(long = "agent", value_name = "URL")]
     pub agents: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// File holding the agents' bearer token.
     #[arg(long, env = "EGRESSOR_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,

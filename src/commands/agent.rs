@@ -12,7 +12,12 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
     if token.is_none() && !args.listen.ip().is_loopback() {
         eprintln!("warning: serving flow batches on {} without a token; pass --token-file", args.listen);
     }
-    let cgroup_root = capture::cgroup2_root()?;
+    // Cgroup ids are named from the hierarchy's root: the host's, mounted where --cgroup points
+    // in the agent's container; this host's otherwise.
+    let cgroup_root = match &args.cgroup {
+        Some(dir) if capture::is_cgroup2_mount(dir) => dir.clone(),
+        _ => capture::cgroup2_root()?,
+    };
     let cfg = CaptureConfig {
         cgroup_path: args.cgroup.clone(),
         max_sockets: args.max_sockets,

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod cost;
 pub mod demo;
+pub mod deploy;
 pub mod export;
 pub mod flows;
 pub mod graph;
@@ -21,6 +22,8 @@ pub mod load;
 pub mod pricing;
 pub mod pull;
 pub mod reconcile;
+pub mod status;
 pub mod top;
 pub mod topology;
+pub mod undeploy;
 pub mod workspace;

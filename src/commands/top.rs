@@ -10,7 +10,7 @@ use crate::engines::topology::Topology;
 use crate::model::{FlowFeed, Timestamp};
 use crate::store::Workspace;
 use crate::store::replay::ReplayFeed;
-use crate::transport::pull::AgentTarget;
+use crate::transport::link::{AgentLink, HttpLink};
 use crate::views;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -69,11 +69,25 @@ fn feed<'w>(
             Box::new(ReplayFeed::new(ws, since, settings.now, args.interval.as_secs_f64(), args.speed))
         });
     }
+    if args.cluster {
+        let cluster = std::sync::Arc::new(crate::cluster::connect(args.kube.context.as_deref())?);
+        let found = crate::cluster::agents::discover(&cluster, &args.kube.namespace)?;
+        let mut links: Vec<Box<dyn AgentLink>> = Vec::new();
+        for pod in found.pods.iter().filter(|p| p.ready) {
+            links.push(Box::new(crate::cluster::agents::ProxyLink::new(cluster.clone(), &found, pod)));
+        }
+        if links.is_empty() {
+            bail!("no agent of namespace `{}` is ready yet: see `egressor status`", found.namespace);
+        }
+        return Ok(Box::new(crate::transport::live::AgentFeed::connect(links, Timestamp::now())?));
+    }
     if !args.agents.is_empty() {
         let token = args.token_file.as_deref().map(cli::read_token).transpose()?;
-        let targets =
-            args.agents.iter().map(|u| AgentTarget { url: u.clone(), token: token.clone() }).collect();
-        return Ok(Box::new(crate::transport::live::AgentFeed::connect(targets, Timestamp::now())?));
+        let mut links: Vec<Box<dyn AgentLink>> = Vec::new();
+        for url in &args.agents {
+            links.push(Box::new(HttpLink::new(url, token.clone(), std::time::Duration::from_secs(10))?));
+        }
+        return Ok(Box::new(crate::transport::live::AgentFeed::connect(links, Timestamp::now())?));
     }
     Ok(Box::new(local_feed(args)?))
 }

@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod cloud_ranges;
 pub mod cost;
+pub mod enrich;
 pub mod graph;
 pub mod live;
 pub mod observations;

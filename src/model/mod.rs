@@ -6,6 +6,7 @@
 //! (`docs/data-model.md`); changing it means bumping [`FLOW_SCHEMA_VERSION`] and writing a migration.
 
 pub mod fxhash;
+pub mod k8s;
 mod time;
 mod traffic;
 

@@ -5,6 +5,7 @@
 //! (a batch id already present is skipped and reported), and each ingest updates the hourly rollup
 //! (`flows_hourly`) in the same transaction, so raw rows and rollups never disagree.
 
+mod cluster;
 mod dictionary;
 pub mod ingest;
 mod query;

@@ -631,6 +631,11 @@ CREATE TABLE demo_events (
             description: "flows stored as integers: flow_rows + nodes + endpoints dictionaries, flows is a view",
             sql: migrate_to_v2_sql,
         },
+        Migration {
+            version: 3,
+            description: "k8s_objects: what the Kubernetes API said (pods, owners, services, nodes) over time",
+            sql: || super::cluster::CREATE_SQL.to_string(),
+        },
     ]
 }
 

@@ -6,11 +6,16 @@
 //! fetched twice (a pull killed after ingest but before it saved its cursor) is skipped by the
 //! workspace's idempotent ingest: nothing is lost and nothing counts twice.
 
+pub mod link;
 pub mod live;
 pub mod pull;
 
 use crate::model::{FlowRecord, Timestamp};
 use serde::{Deserialize, Serialize};
+
+/// The header that carries an agent's token where `Authorization` cannot: through the Kubernetes
+/// API server's pods/proxy, which consumes the caller's `Authorization` for its own authentication.
+pub const TOKEN_HEADER: &str = "x-egressor-token";
 
 /// Version of the wire format, sent as `schema` in every page.
 pub const WIRE_SCHEMA: &str = "egressor.batches/v1";
@@ -58,4 +63,33 @@ pub struct BatchPage {
     pub cursor: u64,
     /// More batches are waiting after this page.
     pub more: bool,
+}
+
+/// `GET /v1/info`: an agent's identity and health, what `egressor status` lists per node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The wire format it serves ([`WIRE_SCHEMA`]).
+    pub schema: String,
+    /// The egressor version the agent runs.
+    pub version: String,
+    pub node: String,
+    pub instance: String,
+    pub spool_bytes: u64,
+    pub spool_max_bytes: u64,
+    pub spool_batches: u64,
+    /// When a puller last acknowledged batches.
+    pub last_ack: Option<Timestamp>,
+    /// Totals since the agent started.
+    pub loss: Loss,
+}
+
+/// Version of `GET /v1/pods`.
+pub const PODS_SCHEMA: &str = "egressor.pods/v1";
+
+/// `GET /v1/pods`: the pods of the agent's node its watch saw, with their lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodsPage {
+    pub schema: String,
+    pub node: String,
+    pub pods: Vec<crate::model::k8s::PodMeta>,
 }

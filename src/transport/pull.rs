@@ -5,19 +5,15 @@
 //! agent keeps unacknowledged batches. Pages overlap: page N+1 is fetched and converted while page
 //! N commits, but page N's cursor is saved and acknowledged only after its commit succeeded.
 
+use super::link::AgentLink;
 use super::{BatchPage, Loss, WIRE_SCHEMA};
+use super::{PODS_SCHEMA, PodsPage};
+use crate::engines::enrich::Enricher;
 use crate::model::Source;
 use crate::store::Workspace;
 use crate::store::ingest::PendingIngest;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::time::Duration;
-
-#[derive(Debug, Clone)]
-pub struct AgentTarget {
-    pub url: String,
-    pub token: Option<String>,
-}
 
 #[derive(Debug, Default, Serialize)]
 pub struct PullReport {
@@ -35,69 +31,85 @@ fn cursor_keys(url: &str) -> (String, String) {
     (format!("pull.{url}.instance"), format!("pull.{url}.cursor"))
 }
 
-/// Pulls everything new from one agent. `progress` is called after each page with the batches so far.
 /// One `GET /v1/batches` page: after `after` in spool `instance` (empty: from the start). Shared by
 /// `pull` and the agent source of `egressor top` (which reads without acknowledging).
-pub fn fetch_page(
-    client: &reqwest::blocking::Client,
-    base: &str,
-    token: Option<&str>,
-    instance: &str,
-    after: u64,
-    limit: u32,
-) -> Result<BatchPage> {
-    let mut req = client.get(format!("{base}/v1/batches")).query(&[
-        ("instance", instance),
-        ("after", &after.to_string()),
-        ("limit", &limit.to_string()),
-    ]);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+pub fn fetch_page(link: &dyn AgentLink, instance: &str, after: u64, limit: u32) -> Result<BatchPage> {
+    let query = format!("/v1/batches?instance={}&after={after}&limit={limit}", url_escape(instance));
+    let reply = link.request(false, &query)?;
+    let name = link.name();
+    if reply.status == 401 {
+        bail!("agent {name} refused the request (401): {}", link.unauthorized_hint());
     }
-    let resp = req.send().with_context(|| format!("cannot reach agent {base}"))?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        bail!("agent {base} refused the request (401): give the agent's token with --token-file");
+    if !reply.ok() {
+        bail!("agent {name} answered {}: {}", reply.status, reply.message());
     }
-    if !status.is_success() {
-        let body = resp.text().unwrap_or_default();
-        bail!("agent {base} answered {status}: {body}");
-    }
-    let page: BatchPage =
-        resp.json().with_context(|| format!("agent {base} sent a page that is not {WIRE_SCHEMA}"))?;
+    let page: BatchPage = serde_json::from_slice(&reply.body)
+        .with_context(|| format!("agent {name} sent a page that is not {WIRE_SCHEMA}"))?;
     if page.schema != WIRE_SCHEMA {
         bail!(
-            "agent {base} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them",
+            "agent {name} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them",
             page.schema
         );
     }
     Ok(page)
 }
 
+/// `GET /v1/pods`: the pods the agent's watch saw; `None` from an agent that has no such endpoint
+/// (an older version).
+pub fn fetch_pods(link: &dyn AgentLink) -> Result<Option<PodsPage>> {
+    let reply = link.request(false, "/v1/pods")?;
+    let name = link.name();
+    match reply.status {
+        404 => return Ok(None),
+        401 => bail!("agent {name} refused the request (401): {}", link.unauthorized_hint()),
+        s if !reply.ok() => bail!("agent {name} answered {s}: {}", reply.message()),
+        _ => {}
+    }
+    let page: PodsPage = serde_json::from_slice(&reply.body)
+        .with_context(|| format!("agent {name} sent a pod list that is not {PODS_SCHEMA}"))?;
+    if page.schema != PODS_SCHEMA {
+        bail!(
+            "agent {name} speaks {}, this egressor understands {PODS_SCHEMA}: upgrade one of them",
+            page.schema
+        );
+    }
+    Ok(Some(page))
+}
+
+/// Spool instances are hex ids; anything else is escaped rather than trusted into a URL.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Pulls everything new from one agent. `progress` is called after each page with the batches so far.
 pub fn pull(
     ws: &mut Workspace,
-    target: &AgentTarget,
+    link: &dyn AgentLink,
+    enricher: Option<&Enricher>,
     mut progress: impl FnMut(&PullReport),
 ) -> Result<PullReport> {
-    let base = target.url.trim_end_matches('/').to_string();
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let base = link.cursor_key();
     let (k_instance, k_cursor) = cursor_keys(&base);
     let mut instance = ws.setting(&k_instance)?.unwrap_or_default();
     let mut cursor: u64 = ws.setting(&k_cursor)?.and_then(|c| c.parse().ok()).unwrap_or(0);
-    let mut report = PullReport { agent: base.clone(), ..Default::default() };
+    let mut report = PullReport { agent: link.name().to_string(), ..Default::default() };
     // The page before this one, committing in the background while this one is fetched and
     // converted; it is saved and acknowledged only once its commit is known to have succeeded.
     let mut committing: Option<PageInFlight> = None;
     loop {
-        let page = match next_page(ws, &client, target, &base, &mut instance, cursor, &mut report) {
+        let page = match next_page(ws, link, enricher, &mut instance, cursor, &mut report) {
             Ok(p) => p,
             Err(e) => {
                 // The page already committing is still saved and acknowledged (if its commit
                 // succeeded), so a re-run does not fetch it again; the error is this page's, and
                 // says so if that page failed too.
                 if let Some(prev) = committing.take()
-                    && let Err(settle_err) =
-                        settle(ws, &client, target, &base, prev, &mut report, &mut progress)
+                    && let Err(settle_err) = settle(ws, link, prev, &mut report, &mut progress)
                 {
                     return Err(
                         e.context(format!("the page before it was not stored either: {settle_err:#}"))
@@ -108,7 +120,7 @@ pub fn pull(
         };
         cursor = page.cursor;
         if let Some(prev) = committing.take() {
-            settle(ws, &client, target, &base, prev, &mut report, &mut progress)?;
+            settle(ws, link, prev, &mut report, &mut progress)?;
         }
         let more = page.more;
         committing = Some(page);
@@ -117,7 +129,7 @@ pub fn pull(
         }
     }
     if let Some(prev) = committing.take() {
-        settle(ws, &client, target, &base, prev, &mut report, &mut progress)?;
+        settle(ws, link, prev, &mut report, &mut progress)?;
     }
     Ok(report)
 }
@@ -133,14 +145,14 @@ struct PageInFlight {
 /// Fetches the page after `cursor`, checks its records and sends them to commit in the background.
 fn next_page(
     ws: &mut Workspace,
-    client: &reqwest::blocking::Client,
-    target: &AgentTarget,
-    base: &str,
+    link: &dyn AgentLink,
+    enricher: Option<&Enricher>,
     instance: &mut String,
     cursor: u64,
     report: &mut PullReport,
 ) -> Result<PageInFlight> {
-    let page = fetch_page(client, base, target.token.as_deref(), instance, cursor, 50)?;
+    let page = fetch_page(link, instance, cursor, 50)?;
+    let base = link.name();
     if page.instance != *instance {
         if !instance.is_empty() {
             tracing::warn!(
@@ -165,6 +177,9 @@ fn next_page(
             for mut r in b.records {
                 r.batch_id = Some(b.batch_id.clone());
                 r.source = Some(Source::Agent);
+                if let Some(e) = enricher {
+                    e.enrich(&mut r);
+                }
                 if let Err((field, msg)) = r.validate() {
                     bail!("agent {base} batch {} has an invalid record: {field}: {msg}", b.batch_id);
                 }
@@ -179,9 +194,7 @@ fn next_page(
 /// Waits for a page's commit, then saves the cursor and acknowledges the page to the agent.
 fn settle(
     ws: &mut Workspace,
-    client: &reqwest::blocking::Client,
-    target: &AgentTarget,
-    base: &str,
+    link: &dyn AgentLink,
     page: PageInFlight,
     report: &mut PullReport,
     progress: &mut impl FnMut(&PullReport),
@@ -192,19 +205,22 @@ fn settle(
         report.batches_already_present += ingested.batches_skipped.len() as u64;
         report.records_ingested += ingested.records_ingested;
     }
-    let (k_instance, k_cursor) = cursor_keys(base);
+    let (k_instance, k_cursor) = cursor_keys(&link.cursor_key());
     ws.set_setting(&k_instance, &page.instance)?;
     ws.set_setting(&k_cursor, &page.cursor.to_string())?;
     if page.cursor > 0 {
-        let mut ack = client
-            .post(format!("{base}/v1/ack"))
-            .query(&[("instance", page.instance.as_str()), ("upto", &page.cursor.to_string())]);
-        if let Some(t) = &target.token {
-            ack = ack.bearer_auth(t);
-        }
+        let ack = format!("/v1/ack?instance={}&upto={}", url_escape(&page.instance), page.cursor);
         // Not fatal: the agent keeps unacknowledged batches and we will skip them next time.
-        if let Err(e) = ack.send().and_then(|r| r.error_for_status()) {
-            tracing::warn!("agent {base}: acknowledgement failed ({e}); it will resend, nothing is lost");
+        let failed = match link.request(true, &ack) {
+            Ok(r) if r.ok() => None,
+            Ok(r) => Some(format!("{}: {}", r.status, r.message())),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        if let Some(why) = failed {
+            tracing::warn!(
+                "agent {}: acknowledgement failed ({why}); it will resend, nothing is lost",
+                link.name()
+            );
         }
     }
     report.instance = page.instance;

@@ -201,16 +201,25 @@ pub fn retention(out: &mut dyn Write, r: &Retention, color: bool) -> Result<()> 
     Ok(())
 }
 
+/// An agent `pull` could not pull, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentFailure {
+    pub agent: String,
+    pub error: String,
+}
+
 pub fn pull_reports(
     out: &mut dyn Write,
     reports: &[crate::transport::pull::PullReport],
+    failed: &[AgentFailure],
     format: Format,
     color: bool,
 ) -> Result<()> {
     match format {
-        Format::Json => {
-            write_json(out, &serde_json::json!({ "schema": "egressor.pull/v1", "agents": reports }))
-        }
+        Format::Json => write_json(
+            out,
+            &serde_json::json!({ "schema": "egressor.pull/v1", "agents": reports, "failed": failed }),
+        ),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record([
@@ -247,6 +256,16 @@ pub fn pull_reports(
                     r.batches_already_present.to_string(),
                     r.records_ingested.to_string(),
                     format!("{}@{}", r.cursor, r.instance),
+                ]);
+            }
+            for f in failed {
+                t.add_row(vec![
+                    f.agent.clone(),
+                    "failed".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
                 ]);
             }
             align_right(&mut t, &[1, 2, 3, 4]);

@@ -62,4 +62,48 @@ fn main() {
     println!("cost end to end       {:>8.3} s  ({lines} lines)", cost.as_secs_f64());
     println!("cost / bare rollup    {:>8.2}x", cost.as_secs_f64() / bare.as_secs_f64());
     println!("cost / bare raw       {:>8.2}x", cost.as_secs_f64() / raw.as_secs_f64());
+    drop(ws);
+    if std::env::var("EGRESSOR_BENCH_ENRICH").as_deref() != Ok("0") {
+        enriched_vs_unnamed(total, &book, dir.path());
+    }
+}
+
+/// The same stream as an agent sends it (addresses and pod UIDs), ingested twice: named by the
+/// Kubernetes enrichment on the way in (as `pull` does, ADR 0009), and left unnamed. `cost --by
+/// workload` over each, side by side: the join is at ingest, so the query must not notice it.
+fn enriched_vs_unnamed(total: u64, book: &PriceBook, dir: &std::path::Path) {
+    let enricher = egressor::engines::enrich::Enricher::new(&synth::cluster_meta());
+    let mut named = Workspace::open(&dir.join("named.duckdb")).expect("workspace");
+    let busy_named = synth::ingest_unnamed(&mut named, total, Some(&enricher));
+    let mut plain = Workspace::open(&dir.join("unnamed.duckdb")).expect("workspace");
+    let busy_plain = synth::ingest_unnamed(&mut plain, total, None);
+    println!(
+        "ingest named / unnamed {:>7.1} s / {:.1} s ({:.2}x)",
+        busy_named.as_secs_f64(),
+        busy_plain.as_secs_f64(),
+        busy_named.as_secs_f64() / busy_plain.as_secs_f64()
+    );
+    let cost_of = |ws: &Workspace| {
+        let (first, last) = ws.traffic_span().expect("span").expect("data");
+        let until = last.add_micros(Timestamp::MICROS_PER_HOUR);
+        let since = until.add_micros(-30 * Timestamp::MICROS_PER_DAY).max(first);
+        median(|| {
+            let rows = ws.traffic(since, until).expect("traffic");
+            let r = compute(&CostInput {
+                rows: &rows,
+                period: Period { since, until },
+                book,
+                topology: None,
+                by: GroupBy::Workload,
+                free_allowances: true,
+            })
+            .expect("cost");
+            r.lines.len() as u64
+        })
+    };
+    let (t_named, l_named) = cost_of(&named);
+    let (t_plain, l_plain) = cost_of(&plain);
+    println!("cost named            {:>8.3} s  ({l_named} lines)", t_named.as_secs_f64());
+    println!("cost unnamed          {:>8.3} s  ({l_plain} lines)", t_plain.as_secs_f64());
+    println!("cost named / unnamed  {:>8.2}x", t_named.as_secs_f64() / t_plain.as_secs_f64());
 }

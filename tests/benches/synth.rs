@@ -1,6 +1,8 @@
 //! Synthetic agent-shaped flow records shared by the benchmarks: ~300 pods on 40 nodes in three
 //! zones, 10-second windows, ~2,000 active socket pairs per window, a quarter to S3 addresses.
 
+use egressor::engines::enrich::Enricher;
+use egressor::model::k8s::{ClusterMeta, NodeMeta, OwnerMeta, OwnerRef, PodMeta};
 use egressor::model::{Endpoint, FlowRecord, Initiator, Proto, Source, Timestamp};
 use egressor::store::Workspace;
 use std::net::{IpAddr, Ipv4Addr};
@@ -54,6 +56,7 @@ fn endpoint(p: &PodInfo, port: u16, full: bool) -> Endpoint {
         e.cgroup = Some(p.cgroup.clone());
         e.container_id = Some(p.container.clone());
     }
+    e.pod_uid = Some(p.uid());
     e.pod = Some(p.pod.clone());
     e.namespace = Some(p.ns.clone());
     e.workload_kind = Some("Deployment".into());
@@ -108,10 +111,24 @@ pub fn record(pods: &[PodInfo], i: u64, batch: &str) -> FlowRecord {
 /// clones every record it receives to set those fields). Endpoints depend only on a record's place
 /// in its window (`record`), so the stream is the same as generating every record.
 pub fn ingest(ws: &mut Workspace, total: u64) -> Duration {
+    ingest_with(ws, total, None)
+}
+
+/// [`ingest`] of the records as an agent sends them (addresses and pod UIDs, no names), named on
+/// the way in by `enricher` as `egressor pull` does when given one.
+#[allow(dead_code)]
+pub fn ingest_unnamed(ws: &mut Workspace, total: u64, enricher: Option<&Enricher>) -> Duration {
+    ingest_with(ws, total, Some(enricher))
+}
+
+fn ingest_with(ws: &mut Workspace, total: u64, unnamed: Option<Option<&Enricher>>) -> Duration {
     let per_pull: u64 = 100_000;
     let per_batch: u64 = 10_000;
     let pods = pods(300);
     let mut pool: Vec<FlowRecord> = (0..2 * per_pull).map(|i| record(&pods, i, "pool")).collect();
+    if unnamed.is_some() {
+        pool.iter_mut().for_each(strip_names);
+    }
     let t0 = Instant::now();
     let mut pending = None;
     let mut done = 0u64;
@@ -128,7 +145,15 @@ pub fn ingest(ws: &mut Workspace, total: u64) -> Duration {
             r.window_start = Timestamp::from_secs(1_760_000_000 + (i / 2000) as i64 * 10);
             r.window_end = r.window_start.add_micros(10_000_000);
             r.batch_id = Some(batch_id.clone());
-            s.push(r).expect("push");
+            match unnamed {
+                // Naming works on a copy: the pool stays unnamed for its next use.
+                Some(Some(e)) => {
+                    let mut named = r.clone();
+                    e.enrich(&mut named);
+                    s.push(&named).expect("push");
+                }
+                _ => s.push(r).expect("push"),
+            }
         }
         let sent = s.commit_in_background().expect("commit");
         if let Some(p) = pending.replace(sent) {
@@ -140,4 +165,65 @@ pub fn ingest(ws: &mut Workspace, total: u64) -> Duration {
         ws.wait_ingest(p).expect("commit");
     }
     t0.elapsed()
+}
+
+impl PodInfo {
+    /// A UUID-shaped UID from the pod's (unique) name.
+    fn uid(&self) -> String {
+        let h = self
+            .pod
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{:08x}-0000-4000-8000-{:012x}", mix(h) as u32, mix(h + 1) & 0xffff_ffff_ffff)
+    }
+}
+
+/// What an agent knows of an end: its address, and its pod's UID when it is local.
+fn strip_names(r: &mut FlowRecord) {
+    for e in [&mut r.local, &mut r.remote] {
+        e.pod = None;
+        e.namespace = None;
+        e.workload_kind = None;
+        e.workload_name = None;
+        e.node = None;
+        e.zone = None;
+        e.region = None;
+    }
+    r.remote.pod_uid = None;
+}
+
+/// The Kubernetes metadata behind the synthetic pods: what `pull` would have listed.
+#[allow(dead_code)]
+pub fn cluster_meta() -> ClusterMeta {
+    let pods = pods(300);
+    let mut meta = ClusterMeta::default();
+    for p in &pods {
+        let rs = format!("{}-7d9c8b6f5", p.workload);
+        meta.pods.push(PodMeta {
+            uid: p.uid(),
+            namespace: p.ns.clone(),
+            name: p.pod.clone(),
+            node: Some(p.node.clone()),
+            ips: vec![p.ip],
+            owner: Some(OwnerRef { kind: "ReplicaSet".into(), name: rs.clone() }),
+            template_hash: Some("7d9c8b6f5".into()),
+            created: Timestamp::from_secs(1_700_000_000),
+            deleted: None,
+        });
+        meta.owners.push(OwnerMeta {
+            kind: "ReplicaSet".into(),
+            namespace: p.ns.clone(),
+            name: rs,
+            owner: Some(OwnerRef { kind: "Deployment".into(), name: p.workload.clone() }),
+        });
+        if !meta.nodes.iter().any(|n| n.name == p.node) {
+            meta.nodes.push(NodeMeta {
+                name: p.node.clone(),
+                zone: Some(p.zone.clone()),
+                region: Some("us-east-1".into()),
+                ips: Vec::new(),
+            });
+        }
+    }
+    meta
 }

@@ -13,10 +13,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("import", 2),
     ("demo", 2),
     ("transport", 3),
-    ("agent", 4),
-    ("views", 5),
-    ("cli", 6),
-    ("commands", 7),
+    ("cluster", 4),
+    ("agent", 5),
+    ("views", 6),
+    ("cli", 7),
+    ("commands", 8),
 ];
 
 /// External crates that only one module (and `main.rs`, for clap's parser) may name.
@@ -27,6 +28,8 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("ratatui", &["views"]),
     ("crossterm", &["views"]),
     ("comfy_table", &["views"]),
+    ("kube", &["cluster"]),
+    ("k8s_openapi", &["cluster"]),
 ];
 
 fn rank(module: &str) -> Option<u8> {

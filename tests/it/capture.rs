@@ -531,6 +531,17 @@ fn client_main() {
             s.read_to_end(&mut rest).unwrap();
             say("RETRANS", &tcp_bytes_retrans(&s));
         }
+        ["tcp-send-from", bind, addr, n] => {
+            // A pod's process: its connections leave from the pod's own IP.
+            let sock = socket_bound_to(bind.parse().unwrap());
+            let mut s = sock.connect(addr.parse::<SocketAddr>().unwrap()).unwrap();
+            say("LOCAL", &s.local_addr().unwrap());
+            write_zeros(&mut s, n.parse().unwrap());
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            say("RETRANS", &tcp_bytes_retrans(&s));
+        }
         ["tcp-burst", addr, count, size] => {
             let addr: SocketAddr = addr.parse().unwrap();
             let size: u64 = size.parse().unwrap();
@@ -628,6 +639,69 @@ fn client_main() {
             stdin.read_line(&mut line).unwrap(); // "exit"
         }
         other => panic!("unknown client command {other:?}"),
+    }
+}
+
+/// A TCP socket bound to `ip` (any port), ready to connect.
+fn socket_bound_to(ip: std::net::IpAddr) -> BoundSocket {
+    let addr = SocketAddr::new(ip, 0);
+    // std has no bind-before-connect; a listener-less bind through libc keeps this dependency-free.
+    // SAFETY: plain socket syscalls on a descriptor this function owns.
+    unsafe {
+        let fam = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let fd = libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let (sa, len) = sockaddr_of(&addr);
+        assert_eq!(
+            libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind {addr}: {}",
+            std::io::Error::last_os_error()
+        );
+        BoundSocket(fd)
+    }
+}
+
+struct BoundSocket(i32);
+
+impl BoundSocket {
+    fn connect(self, to: SocketAddr) -> std::io::Result<TcpStream> {
+        use std::os::fd::FromRawFd;
+        let (sa, len) = sockaddr_of(&to);
+        // SAFETY: connecting the descriptor this value owns; ownership moves to the TcpStream.
+        unsafe {
+            if libc::connect(self.0, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+                let e = std::io::Error::last_os_error();
+                libc::close(self.0);
+                return Err(e);
+            }
+            Ok(TcpStream::from_raw_fd(self.0))
+        }
+    }
+}
+
+fn sockaddr_of(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the family-specific view is written in place.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = &mut ss as *mut _ as *mut libc::sockaddr_in;
+            unsafe {
+                (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+                (*sin).sin_port = v4.port().to_be();
+                (*sin).sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = &mut ss as *mut _ as *mut libc::sockaddr_in6;
+            unsafe {
+                (*sin6).sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                (*sin6).sin6_port = v6.port().to_be();
+                (*sin6).sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
     }
 }
 
@@ -744,6 +818,10 @@ pub(crate) struct ClientProc {
 }
 
 impl ClientProc {
+    pub(crate) fn new(child: Child, stdout: BufReader<ChildStdout>) -> Self {
+        ClientProc { child, stdout }
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -4,7 +4,9 @@
 mod agent;
 mod architecture;
 mod capture;
+mod cluster;
 mod cost;
+mod lab;
 mod pricing;
 mod pull;
 mod top;

@@ -51,7 +51,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|cost|top|agent]"
+                "usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|cost|top|agent|cluster]"
             );
             bail!("unknown task {:?}", args.first());
         }
@@ -127,6 +127,23 @@ fn install_packages() -> Result<()> {
         }
         run(install.args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    install_python_tools()
+}
+
+/// The official Kubernetes JSON schemas, which the cluster tests validate every applied object and
+/// `deploy --dry-run` against (PyPI `kubernetes-validate`; 1.37.0 carries Kubernetes 1.32-1.37).
+fn install_python_tools() -> Result<()> {
+    let have =
+        Command::new("kubernetes-validate").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have {
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "kubernetes-validate==1.37.0",
+        ]))?;
+    }
     Ok(())
 }
 
@@ -139,7 +156,7 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(which: &[String]) -> Result<()> {
     let names: Vec<&str> = if which.is_empty() {
-        vec!["ingest", "cost", "top", "agent"]
+        vec!["ingest", "cost", "top", "agent", "cluster"]
     } else {
         which.iter().map(String::as_str).collect()
     };

@@ -1,0 +1,8 @@
+//! Stand-ins for the outside world the integration tests cannot have on this machine: `api` is a
+//! Kubernetes API server that the production kube-rs client talks to through a kubeconfig;
+//! `nodes` are network namespaces with their own cgroup subtrees, and pods processes in them;
+//! `kubelet` runs what the API server is asked to run (the agent DaemonSet) on those nodes.
+
+pub mod api;
+pub mod kubelet;
+pub mod nodes;
