@@ -522,25 +522,14 @@ fn client_main() {
     };
     match args.as_slice() {
         ["tcp-send", addr, n] => {
-            let mut s = TcpStream::connect(addr.parse::<SocketAddr>().unwrap()).unwrap();
-            say("LOCAL", &s.local_addr().unwrap());
-            write_zeros(&mut s, n.parse().unwrap());
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-            // Wait for the server's close: every byte was received and acknowledged.
-            let mut rest = Vec::new();
-            s.read_to_end(&mut rest).unwrap();
-            say("RETRANS", &tcp_bytes_retrans(&s));
+            let s = TcpStream::connect(addr.parse::<SocketAddr>().unwrap()).unwrap();
+            send_all_and_wait(s, n.parse().unwrap(), &say);
         }
         ["tcp-send-from", bind, addr, n] => {
             // A pod's process: its connections leave from the pod's own IP.
             let sock = socket_bound_to(bind.parse().unwrap());
-            let mut s = sock.connect(addr.parse::<SocketAddr>().unwrap()).unwrap();
-            say("LOCAL", &s.local_addr().unwrap());
-            write_zeros(&mut s, n.parse().unwrap());
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut rest = Vec::new();
-            s.read_to_end(&mut rest).unwrap();
-            say("RETRANS", &tcp_bytes_retrans(&s));
+            let s = sock.connect(addr.parse::<SocketAddr>().unwrap()).unwrap();
+            send_all_and_wait(s, n.parse().unwrap(), &say);
         }
         ["tcp-burst", addr, count, size] => {
             let addr: SocketAddr = addr.parse().unwrap();
@@ -640,6 +629,17 @@ fn client_main() {
         }
         other => panic!("unknown client command {other:?}"),
     }
+}
+
+/// Sends `n` zero bytes, then waits for the server's close: every byte was received and
+/// acknowledged. Says LOCAL (the socket's address) and RETRANS (bytes retransmitted).
+fn send_all_and_wait(mut s: TcpStream, n: u64, say: &dyn Fn(&str, &dyn std::fmt::Display)) {
+    say("LOCAL", &s.local_addr().unwrap());
+    write_zeros(&mut s, n);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    say("RETRANS", &tcp_bytes_retrans(&s));
 }
 
 /// A TCP socket bound to `ip` (any port), ready to connect.

@@ -354,16 +354,18 @@ impl Shop {
         p
     }
 
-    /// Checkout on node 1 sends `n` bytes to payments through its ClusterIP; returns the bytes the
-    /// server received and the TCP retransmissions of the sender.
+    /// `from` sends `n` bytes to payments through its ClusterIP; returns the bytes the server
+    /// received and the TCP retransmissions of the sender.
     fn send(&self, from: &LabPod, to: &LabPod, n: u64) -> (u64, u64) {
+        self.send_to(from, to, SocketAddr::new(PAYMENTS_VIP.into(), 80), n)
+    }
+
+    /// `from` sends `n` bytes to `to`'s server (port 8080) at `addr` (its pod IP or a ClusterIP).
+    fn send_to(&self, from: &LabPod, to: &LabPod, addr: SocketAddr, n: u64) -> (u64, u64) {
         let mut server = self.lab.spawn_in_pod(&to.node, &to.cgroup, &format!("tcp-serve {}:8080 0", to.ip));
         server.expect_line("PORT");
-        let mut client = self.lab.spawn_in_pod(
-            &from.node,
-            &from.cgroup,
-            &format!("tcp-send-from {} {PAYMENTS_VIP}:80 {n}", from.ip),
-        );
+        let mut client =
+            self.lab.spawn_in_pod(&from.node, &from.cgroup, &format!("tcp-send-from {} {addr} {n}", from.ip));
         client.expect_line("LOCAL");
         let retrans: u64 = client.expect_line("RETRANS").parse().unwrap();
         client.wait_ok();
@@ -560,17 +562,8 @@ fn a_reused_ip_and_a_pod_that_lived_between_pulls_are_named_right() {
         Layout::Systemd,
         payments.ip,
     );
-    let mut server = shop.lab.spawn_in_pod("node-2", &cart.cgroup, &format!("tcp-serve {}:8080 0", cart.ip));
-    server.expect_line("PORT");
-    let mut c = shop.lab.spawn_in_pod(
-        "node-1",
-        &checkout.cgroup,
-        &format!("tcp-send-from {} {}:8080 2000000", checkout.ip, cart.ip),
-    );
-    c.expect_line("RETRANS");
-    c.wait_ok();
-    server.expect_line("RECEIVED");
-    server.wait_ok();
+    let cart_addr = SocketAddr::new(cart.ip.into(), 8080);
+    shop.send_to(&checkout, &cart, cart_addr, 2_000_000);
 
     // A Job's pod lives a few seconds on node 1 and is gone before the pull.
     shop.api.put(&serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
@@ -584,17 +577,7 @@ fn a_reused_ip_and_a_pod_that_lived_between_pulls_are_named_right() {
         Some(("Job", "report-29012345")),
         Layout::Cgroupfs,
     );
-    let mut server = shop.lab.spawn_in_pod("node-2", &cart.cgroup, &format!("tcp-serve {}:8080 0", cart.ip));
-    server.expect_line("PORT");
-    let mut c = shop.lab.spawn_in_pod(
-        "node-1",
-        &job.cgroup,
-        &format!("tcp-send-from {} {}:8080 500000", job.ip, cart.ip),
-    );
-    c.expect_line("RETRANS");
-    c.wait_ok();
-    server.expect_line("RECEIVED");
-    server.wait_ok();
+    shop.send_to(&job, &cart, cart_addr, 500_000);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     shop.kubelet.delete_pod(&job);
 
