@@ -103,8 +103,8 @@ fn cluster_links(ws: &mut Workspace, args: &PullArgs, now: Timestamp) -> Result<
             });
             continue;
         }
-        if let Ok(info) = super::status::ask_info(&link)
-            && let Some(problem) = super::status::version_problem(&info)
+        if let Ok(info) = pull::fetch_info(&link)
+            && let Some(problem) = info.version_problem()
         {
             eprintln!("warning: the agent on {} {problem}", link.name());
         }

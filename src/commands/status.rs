@@ -4,9 +4,9 @@
 use super::pull::EXIT_SOME_AGENTS_FAILED;
 use crate::cli::{Settings, StatusArgs};
 use crate::cluster::{self, agents};
-use crate::transport::{AgentInfo, WIRE_SCHEMA, link::AgentLink};
+use crate::transport::pull;
 use crate::views::{self, cluster::AgentStatus};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ pub fn run(settings: &Settings, args: &StatusArgs, out: &mut dyn Write) -> Resul
         .map(|pod| {
             let (info, problem) = if pod.ready {
                 let link = agents::ProxyLink::new(cluster.clone(), &found, pod);
-                match ask_info(&link) {
+                match pull::fetch_info(&link) {
                     Ok(i) => {
-                        let problem = version_problem(&i);
+                        let problem = i.version_problem();
                         (Some(i), problem)
                     }
                     Err(e) => (None, Some(format!("{e:#}"))),
@@ -59,36 +59,11 @@ pub fn run(settings: &Settings, args: &StatusArgs, out: &mut dyn Write) -> Resul
     Ok(if bad { ExitCode::from(EXIT_SOME_AGENTS_FAILED) } else { ExitCode::SUCCESS })
 }
 
-/// `GET /v1/info` through the API server.
-pub fn ask_info(link: &dyn AgentLink) -> Result<AgentInfo> {
-    let reply = link.request(false, "/v1/info")?;
-    if reply.status == 401 {
-        anyhow::bail!("agent {} refused the token (401): {}", link.name(), link.unauthorized_hint());
-    }
-    if !reply.ok() {
-        anyhow::bail!("agent {} answered {}: {}", link.name(), reply.status, reply.message());
-    }
-    serde_json::from_slice(&reply.body)
-        .with_context(|| format!("agent {} sent an /v1/info this egressor cannot read", link.name()))
-}
-
-/// An agent of another version: fine while it speaks the same wire format, but said.
-pub fn version_problem(i: &AgentInfo) -> Option<String> {
-    let ours = env!("CARGO_PKG_VERSION");
-    if i.schema != WIRE_SCHEMA {
-        return Some(format!(
-            "runs egressor {} speaking {}, this CLI ({ours}) understands {WIRE_SCHEMA}: run `egressor deploy` with this version to upgrade the agents",
-            i.version, i.schema
-        ));
-    }
-    (i.version != ours).then(|| {
-        format!("runs egressor {}, this CLI is {ours} (same wire format, so pulls work): `egressor deploy` upgrades it", i.version)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::AgentInfo;
+    use crate::transport::WIRE_SCHEMA;
 
     fn info(version: &str, schema: &str) -> AgentInfo {
         AgentInfo {
@@ -106,15 +81,15 @@ mod tests {
 
     #[test]
     fn an_agent_of_another_version_is_named_with_what_to_do() {
-        assert_eq!(version_problem(&info(env!("CARGO_PKG_VERSION"), WIRE_SCHEMA)), None);
-        let older = version_problem(&info("0.0.9", WIRE_SCHEMA)).unwrap();
+        assert_eq!(info(env!("CARGO_PKG_VERSION"), WIRE_SCHEMA).version_problem(), None);
+        let older = info("0.0.9", WIRE_SCHEMA).version_problem().unwrap();
         assert!(
             older.contains("runs egressor 0.0.9")
                 && older.contains("pulls work")
                 && older.contains("egressor deploy"),
             "{older}"
         );
-        let other_wire = version_problem(&info("9.0.0", "egressor.batches/v2")).unwrap();
+        let other_wire = info("9.0.0", "egressor.batches/v2").version_problem().unwrap();
         assert!(other_wire.contains("egressor.batches/v2") && other_wire.contains("upgrade"), "{other_wire}");
     }
 }

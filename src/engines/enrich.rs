@@ -102,10 +102,16 @@ impl Enricher {
         if let Some(uid) = r.local.pod_uid.clone() {
             self.name_pod(&mut r.local, &uid);
         }
-        if r.local.node.is_none() {
-            r.local.node = Some(r.node.clone());
+        // The local end is on the reporting node; its zone comes from that node's labels (the
+        // record's `node` field, not a copy of it in every endpoint).
+        let local_node = r.local.node.as_deref().unwrap_or(&r.node);
+        let (zone, region) = self.node_places.get(local_node).cloned().unwrap_or_default();
+        if r.local.zone.is_none() {
+            r.local.zone = zone;
         }
-        self.place(&mut r.local);
+        if r.local.region.is_none() {
+            r.local.region = region;
+        }
         self.name_remote(&mut r.remote, r.window_start, r.window_end);
         self.place(&mut r.remote);
     }

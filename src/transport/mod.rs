@@ -93,3 +93,22 @@ pub struct PodsPage {
     pub node: String,
     pub pods: Vec<crate::model::k8s::PodMeta>,
 }
+
+impl AgentInfo {
+    /// An agent of another version: fine while it speaks the same wire format, but said.
+    pub fn version_problem(&self) -> Option<String> {
+        let ours = env!("CARGO_PKG_VERSION");
+        if self.schema != WIRE_SCHEMA {
+            return Some(format!(
+                "runs egressor {} speaking {}, this CLI ({ours}) understands {WIRE_SCHEMA}: run `egressor deploy` with this version to upgrade the agents",
+                self.version, self.schema
+            ));
+        }
+        (self.version != ours).then(|| {
+            format!(
+                "runs egressor {}, this CLI is {ours} (same wire format, so pulls work): `egressor deploy` upgrades it",
+                self.version
+            )
+        })
+    }
+}

@@ -6,8 +6,8 @@
 //! N commits, but page N's cursor is saved and acknowledged only after its commit succeeded.
 
 use super::link::AgentLink;
+use super::{AgentInfo, PODS_SCHEMA, PodsPage};
 use super::{BatchPage, Loss, WIRE_SCHEMA};
-use super::{PODS_SCHEMA, PodsPage};
 use crate::engines::enrich::Enricher;
 use crate::model::Source;
 use crate::store::Workspace;
@@ -31,49 +31,63 @@ fn cursor_keys(url: &str) -> (String, String) {
     (format!("pull.{url}.instance"), format!("pull.{url}.cursor"))
 }
 
+/// `GET path` on the agent, as JSON of type `T`: a refused token, an error status or an unreadable
+/// body each become one message naming the agent and what to do. `None` on 404 when
+/// `missing_is_none` (an endpoint older agents do not have).
+fn get_json<T: serde::de::DeserializeOwned>(
+    link: &dyn AgentLink,
+    path: &str,
+    what: &str,
+    missing_is_none: bool,
+) -> Result<Option<T>> {
+    let reply = link.request(false, path)?;
+    let name = link.name();
+    match reply.status {
+        404 if missing_is_none => return Ok(None),
+        401 => bail!("agent {name} refused the request (401): {}", link.unauthorized_hint()),
+        s if !reply.ok() => bail!("agent {name} answered {s}: {}", reply.message()),
+        _ => {}
+    }
+    let v = serde_json::from_slice(&reply.body)
+        .with_context(|| format!("agent {name} sent {what} this egressor cannot read"))?;
+    Ok(Some(v))
+}
+
+/// Refuses a document of another version of `expected`.
+fn check_schema(link: &dyn AgentLink, got: &str, expected: &str) -> Result<()> {
+    if got != expected {
+        bail!(
+            "agent {} speaks {got}, this egressor understands {expected}: upgrade one of them",
+            link.name()
+        );
+    }
+    Ok(())
+}
+
 /// One `GET /v1/batches` page: after `after` in spool `instance` (empty: from the start). Shared by
 /// `pull` and the agent source of `egressor top` (which reads without acknowledging).
 pub fn fetch_page(link: &dyn AgentLink, instance: &str, after: u64, limit: u32) -> Result<BatchPage> {
     let query = format!("/v1/batches?instance={}&after={after}&limit={limit}", url_escape(instance));
-    let reply = link.request(false, &query)?;
-    let name = link.name();
-    if reply.status == 401 {
-        bail!("agent {name} refused the request (401): {}", link.unauthorized_hint());
-    }
-    if !reply.ok() {
-        bail!("agent {name} answered {}: {}", reply.status, reply.message());
-    }
-    let page: BatchPage = serde_json::from_slice(&reply.body)
-        .with_context(|| format!("agent {name} sent a page that is not {WIRE_SCHEMA}"))?;
-    if page.schema != WIRE_SCHEMA {
-        bail!(
-            "agent {name} speaks {}, this egressor understands {WIRE_SCHEMA}: upgrade one of them",
-            page.schema
-        );
-    }
+    let page: BatchPage = get_json(link, &query, &format!("a page that is not {WIRE_SCHEMA}"), false)?
+        .expect("only a 404 gives none");
+    check_schema(link, &page.schema, WIRE_SCHEMA)?;
     Ok(page)
 }
 
 /// `GET /v1/pods`: the pods the agent's watch saw; `None` from an agent that has no such endpoint
 /// (an older version).
 pub fn fetch_pods(link: &dyn AgentLink) -> Result<Option<PodsPage>> {
-    let reply = link.request(false, "/v1/pods")?;
-    let name = link.name();
-    match reply.status {
-        404 => return Ok(None),
-        401 => bail!("agent {name} refused the request (401): {}", link.unauthorized_hint()),
-        s if !reply.ok() => bail!("agent {name} answered {s}: {}", reply.message()),
-        _ => {}
+    let page: Option<PodsPage> =
+        get_json(link, "/v1/pods", &format!("a pod list that is not {PODS_SCHEMA}"), true)?;
+    if let Some(p) = &page {
+        check_schema(link, &p.schema, PODS_SCHEMA)?;
     }
-    let page: PodsPage = serde_json::from_slice(&reply.body)
-        .with_context(|| format!("agent {name} sent a pod list that is not {PODS_SCHEMA}"))?;
-    if page.schema != PODS_SCHEMA {
-        bail!(
-            "agent {name} speaks {}, this egressor understands {PODS_SCHEMA}: upgrade one of them",
-            page.schema
-        );
-    }
-    Ok(Some(page))
+    Ok(page)
+}
+
+/// `GET /v1/info`: the agent's version, spool and losses (`egressor status`, and `pull`'s version check).
+pub fn fetch_info(link: &dyn AgentLink) -> Result<AgentInfo> {
+    Ok(get_json(link, "/v1/info", "an /v1/info", false)?.expect("only a 404 gives none"))
 }
 
 /// Spool instances are hex ids; anything else is escaped rather than trusted into a URL.

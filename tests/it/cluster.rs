@@ -187,18 +187,19 @@ fn deploy_applies_valid_objects_is_idempotent_and_undeploy_removes_exactly_them(
     api.put(&ds);
     let out = kube(&t, &kc, &["deploy"]);
     let e = stderr(&out);
-    if out.status.success() {
-        // The server may treat the list as owned by egressor alone; then the apply restored it.
-        assert_ne!(
-            api.get("apps", "daemonsets", "egressor", "egressor-agent").unwrap()["spec"]["template"]["spec"]
-                ["containers"][0]["image"],
-            "hand-edited:1"
-        );
-    } else {
-        assert!(e.contains("409") && e.contains("--force"), "{e}");
-        let forced = json_of(&kube(&t, &kc, &["deploy", "--force", "--output", "json"]));
-        assert_eq!(changes(&forced)[5], "configured", "{forced}");
-    }
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a hand edit of a managed field is a conflict: {}",
+        crate::show(&out)
+    );
+    assert!(e.contains("409") && e.contains("--force"), "{e}");
+    let forced = json_of(&kube(&t, &kc, &["deploy", "--force", "--output", "json"]));
+    assert_eq!(changes(&forced)[5], "configured", "{forced}");
+    let image = api.get("apps", "daemonsets", "egressor", "egressor-agent").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["image"]
+        .clone();
+    assert_ne!(image, "hand-edited:1", "--force took the image back");
 
     let removed = json_of(&kube(&t, &kc, &["undeploy", "--output", "json"]));
     assert_eq!(changes(&removed), ["deleted"; 6], "{removed}");
