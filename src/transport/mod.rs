@@ -112,3 +112,36 @@ impl AgentInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str, schema: &str) -> AgentInfo {
+        AgentInfo {
+            schema: schema.into(),
+            version: version.into(),
+            node: "n".into(),
+            instance: "i".into(),
+            spool_bytes: 0,
+            spool_max_bytes: 1,
+            spool_batches: 0,
+            last_ack: None,
+            loss: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_agent_of_another_version_is_named_with_what_to_do() {
+        assert_eq!(info(env!("CARGO_PKG_VERSION"), WIRE_SCHEMA).version_problem(), None);
+        let older = info("0.0.9", WIRE_SCHEMA).version_problem().unwrap();
+        assert!(
+            older.contains("runs egressor 0.0.9")
+                && older.contains("pulls work")
+                && older.contains("egressor deploy"),
+            "{older}"
+        );
+        let other_wire = info("9.0.0", "egressor.batches/v2").version_problem().unwrap();
+        assert!(other_wire.contains("egressor.batches/v2") && other_wire.contains("upgrade"), "{other_wire}");
+    }
+}
