@@ -72,6 +72,11 @@ pub enum Command {
     Graph(GraphArgs),
     /// Live full-screen view of transfer and its cost (local capture, agents, or a replay).
     Top(TopArgs),
+    /// What changed: spikes, slow burns, new endpoints and leaks, each with its cost and evidence.
+    /// `anomalies show ID` draws one against its baseline; `ack`, `resolve` and `reopen` set its state.
+    Anomalies(AnomaliesArgs),
+    /// One hourly series' baseline: statistics over 24h, 7d and 28d, its weekday x hour profile.
+    Baseline(BaselineArgs),
     /// Compare a month of egressor's figures with the AWS bill (a Cost and Usage Report extract).
     Reconcile(ReconcileArgs),
     /// Show the price tables in use, or check a price file.
@@ -294,6 +299,83 @@ impl From<GraphOutputFormat> for GraphFormat {
             GraphOutputFormat::Mermaid => GraphFormat::Mermaid,
         }
     }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AnomaliesArgs {
+    #[command(subcommand)]
+    pub action: Option<AnomalyAction>,
+    /// Findings going on since then (default 24h).
+    #[arg(long, value_parser = parse_time_bound, default_value = "24h")]
+    pub since: TimeBound,
+    /// Only this type.
+    #[arg(long = "type", value_parser = ["spike", "slow-burn", "new-endpoint", "leak", "outlier"])]
+    pub kind: Option<String>,
+    /// Include resolved findings (hidden by default).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// What the detectors report: thresholds in bytes and in dollars, so tiny series page nobody.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Only findings costing at least this many USD a day.
+    #[arg(long, default_value = "0")]
+    pub min_cost: rust_decimal::Decimal,
+    /// Only findings adding at least this many bytes a day.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub min_bytes: u64,
+    /// Spike: robust z-score an hour must reach against the last week's residuals.
+    #[arg(long, default_value_t = 6.0)]
+    pub spike_z: f64,
+    /// Spike: times the seasonal expectation an hour must reach.
+    #[arg(long, default_value_t = 3.0)]
+    pub spike_ratio: f64,
+    /// Slow burn: the smallest growth reported, in percent per day.
+    #[arg(long, default_value_t = 3.0)]
+    pub burn_min_growth: f64,
+    /// Leave out the isolation forest's second opinion.
+    #[arg(long)]
+    pub no_forest: bool,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnomalyAction {
+    /// One finding: its numbers, its cost's arithmetic, its series against the baseline band.
+    Show {
+        id: String,
+        #[command(flatten)]
+        detect: DetectArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Mark a finding acknowledged (known, being handled).
+    Ack { id: String },
+    /// Mark a finding resolved (hidden from the list unless --all).
+    Resolve { id: String },
+    /// Mark a finding open again.
+    Reopen { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The series: `edge:A <-> B`, `egress:WORKLOAD`, `external:ENDPOINT`, `class:CLASS`, or any
+    /// part of one name that only one series has.
+    pub subject: String,
+    /// The hours drawn against the band (default 7d); statistics are over the 24h, 7d and 28d before now.
+    #[arg(long, value_parser = parse_time_bound, default_value = "7d")]
+    pub since: TimeBound,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,11 @@
 //! book, the topology, and a period's traffic priced by the cost engine.
 
 use crate::cli::Settings;
+use crate::engines::anomaly::price::{self, Pricing};
+use crate::engines::anomaly::series::{self, Labeler};
+use crate::engines::anomaly::{self, Finding, HISTORY_DAYS, SeriesSet, State, Thresholds};
+use crate::engines::classify::Classifier;
+use crate::engines::cloud_ranges::CloudRanges;
 use crate::engines::cost::{self, CostInput, CostReport, GroupBy, Period};
 use crate::engines::pricing::{PriceBook, PriceTable, TableKind};
 use crate::engines::topology::Topology;
@@ -93,4 +98,63 @@ fn covered_period(
         }
     }
     Ok(Period { since, until: until.max(since) })
+}
+
+/// The anomalies of a workspace, and the series they were found in: what `anomalies`, `baseline`
+/// and `top` stand on.
+pub struct Analysis {
+    pub set: SeriesSet,
+    pub findings: Vec<Finding>,
+    /// The end of the data analysed (exclusive, an hour).
+    pub until: Timestamp,
+}
+
+/// What an analysis needs beyond the workspace.
+pub struct AnalysisQuery<'a> {
+    pub thresholds: Thresholds,
+    /// Where the isolation forest starts scoring (the period the user asked about).
+    pub since: Timestamp,
+    pub topology: Option<&'a Path>,
+    pub pricing: &'a [PathBuf],
+    /// Skip detection (a baseline needs the series only).
+    pub series_only: bool,
+}
+
+/// Builds the hourly series of the last [`HISTORY_DAYS`] of rollups, runs the detectors, prices
+/// each finding with the cost engine and joins the states the user set.
+pub fn analyse(settings: &Settings, q: &AnalysisQuery<'_>) -> Result<Analysis> {
+    let ws = Workspace::open(&settings.workspace)?;
+    analyse_workspace(&ws, settings.now, q)
+}
+
+/// [`analyse`] on an open workspace, as of `now` (benchmarks and tests run it on in-memory ones).
+pub fn analyse_workspace(ws: &Workspace, now: Timestamp, q: &AnalysisQuery<'_>) -> Result<Analysis> {
+    let topology = topology(ws, q.topology)?;
+    let now = now.floor_hour();
+    let Some((first, last)) = ws.traffic_span()? else {
+        return Ok(Analysis { set: SeriesSet { start: now, hours: 0, series: Vec::new() }, findings: Vec::new(), until: now });
+    };
+    let until = now.min(last.add_micros(Timestamp::MICROS_PER_HOUR)).max(first);
+    let start = first.max(until.add_micros(-HISTORY_DAYS * Timestamp::MICROS_PER_DAY));
+    let hours = ((until.micros() - start.micros()) / Timestamp::MICROS_PER_HOUR) as usize;
+    let rows = ws.hourly_traffic(start, until)?;
+    let ranges = CloudRanges::shipped()?;
+    let mut classifier = Classifier::new(topology.as_ref(), ranges);
+    let set = series::build(&rows, start, hours, &mut Labeler::new(&mut classifier));
+    if q.series_only {
+        return Ok(Analysis { set, findings: Vec::new(), until });
+    }
+    let forest_from = set.index_of(q.since.add_micros(-Timestamp::MICROS_PER_DAY));
+    let mut findings = anomaly::detect(&set, &q.thresholds, forest_from);
+    let book = price_book(q.pricing)?;
+    let pricing = Pricing { book: &book, topology: topology.as_ref(), until };
+    price::price(&mut findings, &pricing, |a, b| ws.traffic(a, b))?;
+    findings.retain(|f| f.cost_per_day.unwrap_or_default() >= q.thresholds.min_cost);
+    let states = ws.anomaly_states()?;
+    for f in &mut findings {
+        if let Some(s) = states.get(&f.id).and_then(|s| State::parse(&s.state)) {
+            f.state = s;
+        }
+    }
+    Ok(Analysis { set, findings, until })
 }

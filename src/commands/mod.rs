@@ -11,6 +11,8 @@
 //! [`Settings`]: crate::cli::Settings
 
 pub mod agent;
+pub mod anomalies;
+pub mod baseline;
 pub mod cost;
 pub mod demo;
 pub mod deploy;

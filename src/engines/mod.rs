@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod cloud_ranges;
+pub mod anomaly;
 pub mod cost;
 pub mod enrich;
 pub mod graph;

@@ -11,7 +11,7 @@ mod time;
 mod traffic;
 
 pub use time::{TimeBound, Timestamp, parse_time_bound, share_of_window};
-pub use traffic::{Party, TrafficRow, traffic_rows};
+pub use traffic::{HourlyTraffic, Party, TrafficRow, traffic_rows};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -98,3 +98,16 @@ pub fn traffic_rows(records: &[super::FlowRecord], month: Timestamp) -> Vec<Traf
         })
         .collect()
 }
+
+/// Traffic of one (node, local party, remote party) in one hour of the rollups: what the anomaly
+/// series are built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HourlyTraffic {
+    pub hour: Timestamp,
+    pub node: String,
+    pub local: Party,
+    pub remote: Party,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub connections: u64,
+}

@@ -1198,7 +1198,7 @@ mod tests {
         let mut ws = Workspace::open(&path).unwrap();
         // Every migration ran (2: integer storage; 3: Kubernetes metadata, no change to flows).
         assert_eq!(ws.schema_version().unwrap(), crate::store::schema::current_version());
-        assert_eq!(crate::store::schema::current_version(), 3);
+        assert_eq!(crate::store::schema::current_version(), 4);
         assert_eq!(sorted(read_all(&ws)), sorted(records.clone()));
         let views: i64 = ws
             .conn

@@ -5,6 +5,7 @@
 //! (a batch id already present is skipped and reported), and each ingest updates the hourly rollup
 //! (`flows_hourly`) in the same transaction, so raw rows and rollups never disagree.
 
+mod anomalies;
 mod cluster;
 mod dictionary;
 pub mod ingest;
@@ -13,6 +14,7 @@ pub mod replay;
 pub mod schema;
 
 pub use ingest::{IngestReport, IngestSession};
+pub use anomalies::{AnomalyState, DemoEvent};
 pub use query::{FlowFilter, WorkspaceInfo};
 
 use crate::model::Timestamp;

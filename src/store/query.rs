@@ -322,7 +322,7 @@ impl Workspace {
 }
 
 /// Party columns of `flows_hourly`, in the order [`party_from`] reads them.
-const PARTY_COLS: [&str; 10] = [
+pub(crate) const PARTY_COLS: [&str; 10] = [
     "ip",
     "process",
     "pod",
@@ -335,7 +335,7 @@ const PARTY_COLS: [&str; 10] = [
     "region",
 ];
 
-fn party_from(row: &Row<'_>, at: usize, has: &[bool; 10]) -> Result<Party> {
+pub(crate) fn party_from(row: &Row<'_>, at: usize, has: &[bool; 10]) -> Result<Party> {
     let mut v: Vec<Option<String>> = Vec::with_capacity(10);
     let mut i = at;
     for present in has {
@@ -369,8 +369,8 @@ fn party_from(row: &Row<'_>, at: usize, has: &[bool; 10]) -> Result<Party> {
 }
 
 /// Which party columns exist in the rollup: it has no local node (that is `node`) and no remote process.
-const LOCAL_HAS: [bool; 10] = [true, true, true, true, true, true, true, false, true, true];
-const REMOTE_HAS: [bool; 10] = [true, false, true, true, true, true, true, true, true, true];
+pub(crate) const LOCAL_HAS: [bool; 10] = [true, true, true, true, true, true, true, false, true, true];
+pub(crate) const REMOTE_HAS: [bool; 10] = [true, false, true, true, true, true, true, true, true, true];
 
 /// The aggregate behind [`Workspace::traffic`], over `table` with time column `ts`; parameters are
 /// (period start, month start, period end).

@@ -636,6 +636,11 @@ CREATE TABLE demo_events (
             description: "k8s_objects: what the Kubernetes API said (pods, owners, services, nodes) over time",
             sql: || super::cluster::CREATE_SQL.to_string(),
         },
+        Migration {
+            version: 4,
+            description: "anomaly_state: open / acknowledged / resolved, by stable finding id",
+            sql: || super::anomalies::CREATE_SQL.to_string(),
+        },
     ]
 }
 

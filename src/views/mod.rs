@@ -1,6 +1,7 @@
 //! Everything that prints: the only module that touches comfy-table (and, later, ratatui).
 //! Tables are for people; JSON and CSV are for scripts and follow the schemas in `docs/`.
 
+pub mod anomalies;
 pub mod cluster;
 pub mod cost;
 pub mod flows;

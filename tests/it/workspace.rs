@@ -29,7 +29,7 @@ fn demo_fills_a_workspace_that_reads_back() {
 
     let info = t.info();
     assert_eq!(n(&info, "flow_records"), records);
-    assert_eq!(n(&info, "schema_version"), 3);
+    assert_eq!(n(&info, "schema_version"), 4);
     assert_eq!(info["records_by_source"][0][0], "demo");
     assert_eq!(info["first_window"], "2026-11-17T12:00:00Z");
     assert_eq!(info["last_window"], "2026-11-20T12:00:00Z");

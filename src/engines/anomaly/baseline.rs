@@ -1,0 +1,229 @@
+//! Baselines of one hourly series: robust and classical statistics over the 24 h, 7 d and 28 d
+//! before a time, the hour-of-day x weekday profile, and the seasonal expectation every detector
+//! compares an hour against.
+//!
+//! Missing hours (no agent reported anything) are NaN and are skipped everywhere: an agent that was
+//! down is not a quiet hour.
+
+use crate::model::Timestamp;
+use serde::Serialize;
+
+pub const HOURS_PER_DAY: usize = 24;
+pub const HOURS_PER_WEEK: usize = 168;
+
+/// Windows a baseline is reported over, in hours.
+pub const WINDOWS: [(&str, usize); 3] = [("24h", 24), ("7d", 168), ("28d", 672)];
+
+/// MAD -> standard deviation of a normal distribution.
+pub const MAD_TO_SIGMA: f64 = 1.4826;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// Hours with data (missing hours are not counted).
+    pub hours: usize,
+    pub mean: f64,
+    pub stddev: f64,
+    pub median: f64,
+    /// Median absolute deviation from the median.
+    pub mad: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// Statistics of the values present (NaN skipped); all zero when none are.
+pub fn stats(values: &[f64]) -> Stats {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return Stats::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let median = quantile_sorted(&v, 0.5);
+    let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    Stats {
+        hours: v.len(),
+        mean,
+        stddev: var.sqrt(),
+        median,
+        mad: quantile_sorted(&dev, 0.5),
+        p50: median,
+        p95: quantile_sorted(&v, 0.95),
+        p99: quantile_sorted(&v, 0.99),
+    }
+}
+
+/// Linear-interpolated quantile of sorted values (the "R-7" definition spreadsheets use).
+pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Median of a small buffer, in place (NaN must already be filtered out).
+pub fn median_in_place(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Hour of the week (Monday 00:00 UTC = 0) of the first hour of a series.
+pub fn hour_of_week(t: Timestamp) -> usize {
+    let dt = t.to_datetime();
+    let wd = chrono::Datelike::weekday(&dt).num_days_from_monday() as usize;
+    wd * HOURS_PER_DAY + chrono::Timelike::hour(&dt) as usize
+}
+
+/// What an hour is expected to be from the series' own history before it: the larger of
+/// - the median of the same hour of the week over the 4 weeks before (at least 2 of them present),
+/// - the median of the same hour of the day over the 7 days before (at least 3 present).
+///
+/// The weekly term carries a weekday rhythm; the daily term follows a level that moved in the last
+/// days (a finished launch, a trend), so neither a quiet Sunday nor last week's lower level makes an
+/// ordinary hour look like a spike. `None` while the series has too little history (learning).
+pub fn expected_at(x: &[f64], t: usize) -> Option<f64> {
+    let mut buf = [0.0f64; 7];
+    let weekly = {
+        let mut n = 0;
+        for k in 1..=4 {
+            if let Some(i) = t.checked_sub(k * HOURS_PER_WEEK) {
+                if !x[i].is_nan() {
+                    buf[n] = x[i];
+                    n += 1;
+                }
+            }
+        }
+        (n >= 2).then(|| median_in_place(&mut buf[..n]))
+    };
+    let daily = {
+        let mut n = 0;
+        for k in 1..=7 {
+            if let Some(i) = t.checked_sub(k * HOURS_PER_DAY) {
+                if !x[i].is_nan() {
+                    buf[n] = x[i];
+                    n += 1;
+                }
+            }
+        }
+        (n >= 3).then(|| median_in_place(&mut buf[..n]))
+    };
+    match (weekly, daily) {
+        (Some(w), Some(d)) => Some(w.max(d)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The expectation for every hour of a series (NaN while learning).
+pub fn expected_series(x: &[f64]) -> Vec<f64> {
+    (0..x.len()).map(|t| expected_at(x, t).unwrap_or(f64::NAN)).collect()
+}
+
+/// Robust spread of the residuals (observed - expected) over the week before `t`:
+/// 1.4826 x MAD, i.e. a standard deviation that one bad hour does not inflate.
+pub fn residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
+    let from = t.saturating_sub(HOURS_PER_WEEK);
+    let mut r: Vec<f64> = (from..t)
+        .filter(|&i| !x[i].is_nan() && !expected[i].is_nan())
+        .map(|i| x[i] - expected[i])
+        .collect();
+    if r.len() < HOURS_PER_DAY {
+        return f64::NAN;
+    }
+    let med = median_in_place(&mut r);
+    for v in r.iter_mut() {
+        *v = (*v - med).abs();
+    }
+    MAD_TO_SIGMA * median_in_place(&mut r)
+}
+
+/// A series' baseline as `egressor baseline` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    /// The baseline describes the hours before this time.
+    pub at: Timestamp,
+    pub windows: Vec<(String, Stats)>,
+    /// Median bytes per hour by weekday (Monday first) and hour of day (UTC), over the 28 days
+    /// before `at`; `None` where no hour of that slot had data.
+    pub profile: Vec<Vec<Option<f64>>>,
+}
+
+/// The baseline of the hours before index `at` of a series whose first hour is `start`.
+pub fn baseline(x: &[f64], start: Timestamp, at: usize) -> Baseline {
+    let at = at.min(x.len());
+    let windows = WINDOWS
+        .iter()
+        .map(|(name, hours)| ((*name).to_string(), stats(&x[at.saturating_sub(*hours)..at])))
+        .collect();
+    let first = at.saturating_sub(672);
+    let how0 = hour_of_week(start);
+    let mut slots: Vec<Vec<f64>> = vec![Vec::new(); HOURS_PER_WEEK];
+    for (i, v) in x.iter().enumerate().take(at).skip(first) {
+        if !v.is_nan() {
+            slots[(how0 + i) % HOURS_PER_WEEK].push(*v);
+        }
+    }
+    let profile = (0..7)
+        .map(|d| {
+            (0..HOURS_PER_DAY)
+                .map(|h| {
+                    let s = &mut slots[d * HOURS_PER_DAY + h];
+                    (!s.is_empty()).then(|| median_in_place(s))
+                })
+                .collect()
+        })
+        .collect();
+    Baseline { at: start.add_micros(at as i64 * Timestamp::MICROS_PER_HOUR), windows, profile }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_statistics_ignore_missing_hours_and_one_outlier() {
+        let mut v = vec![10.0, 11.0, 9.0, 10.0, f64::NAN, 10.0, 1000.0];
+        let s = stats(&v);
+        assert_eq!(s.hours, 6);
+        assert_eq!(s.median, 10.0);
+        assert_eq!(s.mad, 0.5);
+        assert!(s.mean > 100.0, "the mean is pulled by the outlier, the median is not");
+        v.retain(|x| !x.is_nan());
+        assert_eq!(median_in_place(&mut v), 10.0);
+        assert_eq!(quantile_sorted(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.95), 4.8);
+    }
+
+    #[test]
+    fn the_expectation_follows_the_weekly_rhythm_and_waits_for_history() {
+        // Weekdays 100, weekends 40, four weeks; series starts on a Monday.
+        let x: Vec<f64> =
+            (0..4 * HOURS_PER_WEEK).map(|i| if (i / 24) % 7 >= 5 { 40.0 } else { 100.0 }).collect();
+        assert_eq!(expected_at(&x, 10), None, "no history yet");
+        assert_eq!(expected_at(&x, 3 * 24 + 5), Some(100.0));
+        // A Saturday in week 3: the weekly term says 40, the daily term's median (5 weekdays) 100;
+        // the larger is taken, so a quiet Saturday never lowers what an ordinary hour is compared to.
+        let sat = 2 * HOURS_PER_WEEK + 5 * 24 + 3;
+        assert_eq!(expected_at(&x, sat), Some(100.0));
+        let sigma = residual_sigma(&x, &expected_series(&x), 3 * HOURS_PER_WEEK);
+        assert!(sigma.is_finite());
+    }
+
+    #[test]
+    fn the_profile_is_by_weekday_and_hour() {
+        let start = Timestamp::parse("2026-11-02T00:00:00Z").unwrap(); // a Monday
+        let x: Vec<f64> = (0..HOURS_PER_WEEK * 2).map(|i| (i % 24) as f64).collect();
+        let b = baseline(&x, start, x.len());
+        assert_eq!(b.profile[0][5], Some(5.0));
+        assert_eq!(b.profile[6][23], Some(23.0));
+        assert_eq!(b.windows[0].1.hours, 24);
+        assert_eq!(hour_of_week(start), 0);
+    }
+}

@@ -1,0 +1,535 @@
+//! Anomalies: hourly series out of the rollups -> baselines -> four detectors (spike, slow burn,
+//! new endpoint, leak) and an isolation forest as a second opinion -> findings merged to their most
+//! specific subject -> priced by the cost engine (`price`) -> scored against labelled events
+//! (`score`).
+//!
+//! Every detector scans a series from its first hour, so a finding's start, and the id made from
+//! it, do not depend on when or with what `--since` the command ran (ADR 0010).
+
+pub mod baseline;
+pub mod detectors;
+pub mod forest;
+pub mod price;
+pub mod score;
+pub mod series;
+
+use crate::model::Timestamp;
+use baseline::{HOURS_PER_DAY, expected_series, hour_of_week, residual_sigma};
+use detectors::{Raw, RawKind};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// The JSON schema of `egressor anomalies --output json` (docs/schemas/anomalies.v1.json).
+pub const ANOMALIES_SCHEMA: &str = "egressor.anomalies/v1";
+
+/// How much history findings are computed over: what a subject is "new" against.
+pub const HISTORY_DAYS: i64 = 90;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    #[serde(rename = "spike")]
+    Spike,
+    #[serde(rename = "slow-burn")]
+    SlowBurn,
+    #[serde(rename = "new-endpoint")]
+    NewEndpoint,
+    #[serde(rename = "leak")]
+    Leak,
+    /// The isolation forest's finding, where no rule-based detector found anything.
+    #[serde(rename = "outlier")]
+    Outlier,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Spike, Kind::SlowBurn, Kind::NewEndpoint, Kind::Leak, Kind::Outlier];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Spike => "spike",
+            Kind::SlowBurn => "slow-burn",
+            Kind::NewEndpoint => "new-endpoint",
+            Kind::Leak => "leak",
+            Kind::Outlier => "outlier",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    fn of(r: RawKind) -> Kind {
+        match r {
+            RawKind::Spike => Kind::Spike,
+            RawKind::SlowBurn => Kind::SlowBurn,
+            RawKind::NewEndpoint => Kind::NewEndpoint,
+            RawKind::Leak => Kind::Leak,
+            RawKind::Outlier => Kind::Outlier,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectKind {
+    /// Two parties, either way round: `a <-> b`.
+    Edge,
+    /// Everything one workload sends.
+    Egress,
+    /// Everything to and from one external endpoint.
+    External,
+    /// All bytes of one cost class.
+    Class,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Edge => "edge",
+            SubjectKind::Egress => "egress",
+            SubjectKind::External => "external",
+            SubjectKind::Class => "class",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    pub name: String,
+    /// The parties: an edge's two ends, the workload, the endpoint, the class.
+    pub ends: Vec<String>,
+    /// An end is outside our networks (internet or cloud service); `cloud`: a cloud service.
+    pub external: bool,
+    pub cloud: bool,
+    /// The cost classes the subject's bytes were in (edges).
+    pub classes: Vec<String>,
+}
+
+impl Subject {
+    /// `edge:a <-> b`, `egress:shop/Deployment/checkout`: how `baseline` and ids name it.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// One subject's hourly bytes (NaN = no data that hour), with what sent them and connections for
+/// edges and external endpoints (empty for aggregates).
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub subject: Subject,
+    pub bytes: Vec<f64>,
+    pub out: Vec<f32>,
+    pub conns: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeriesSet {
+    /// The first hour of every series.
+    pub start: Timestamp,
+    pub hours: usize,
+    pub series: Vec<Series>,
+}
+
+impl SeriesSet {
+    pub fn hour(&self, i: usize) -> Timestamp {
+        self.start.add_micros(i as i64 * Timestamp::MICROS_PER_HOUR)
+    }
+    pub fn index_of(&self, t: Timestamp) -> usize {
+        ((t.micros() - self.start.micros()).max(0) / Timestamp::MICROS_PER_HOUR) as usize
+    }
+    /// The series whose key or name is `what`, else the only one whose name contains it.
+    pub fn find(&self, what: &str) -> Result<&Series, Vec<String>> {
+        if let Some(s) = self.series.iter().find(|s| s.subject.key() == what || s.subject.name == what) {
+            return Ok(s);
+        }
+        let hits: Vec<&Series> = self.series.iter().filter(|s| s.subject.key().contains(what)).collect();
+        match hits.as_slice() {
+            [one] => Ok(one),
+            _ => Err(hits.iter().map(|s| s.subject.key()).collect()),
+        }
+    }
+}
+
+/// What users can set: thresholds in bytes and in dollars keep tiny series from paging anyone.
+#[derive(Debug, Clone)]
+pub struct Thresholds {
+    /// A finding must add at least this many bytes per day.
+    pub min_bytes: f64,
+    /// ... and cost at least this much per day (applied after pricing).
+    pub min_cost: Decimal,
+    /// Spike: robust z-score and ratio to the seasonal expectation an hour must reach.
+    pub spike_z: f64,
+    pub spike_ratio: f64,
+    /// Slow burn: the smallest growth per day reported (0.03 = 3%/day).
+    pub burn_min_growth: f64,
+    /// Hours of watching before a subject can be "new".
+    pub learn_hours: usize,
+    /// Leak: at most this many bytes per hour (median), night at least this share of the afternoon,
+    /// and a robust spread (1.4826 MAD / median) at most this.
+    pub leak_max_per_hour: f64,
+    pub leak_night_ratio: f64,
+    pub leak_max_spread: f64,
+    /// Isolation forest: run it, and the score from which an hour is an outlier.
+    pub forest: bool,
+    pub forest_threshold: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_bytes: 10e6,
+            min_cost: Decimal::ZERO,
+            spike_z: 6.0,
+            spike_ratio: 3.0,
+            burn_min_growth: 0.03,
+            learn_hours: 72,
+            leak_max_per_hour: 200e6,
+            leak_night_ratio: 0.5,
+            leak_max_spread: 0.5,
+            forest: true,
+            forest_threshold: 0.72,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Acknowledged => "acknowledged",
+            State::Resolved => "resolved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<State> {
+        [State::Open, State::Acknowledged, State::Resolved].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The series around a finding against its baseline band, hourly.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub start: Timestamp,
+    pub observed: Vec<Option<f64>>,
+    pub expected: Vec<Option<f64>>,
+    /// expected +- 3 sigma of the last week's residuals (low clipped at 0).
+    pub low: Vec<Option<f64>>,
+    pub high: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub subject: Subject,
+    pub start: Timestamp,
+    /// `None` while it is still going on.
+    pub end: Option<Timestamp>,
+    /// When the detector had enough evidence (time to detect = detected_at - start).
+    pub detected_at: Timestamp,
+    pub expected_bytes_per_day: u64,
+    pub observed_bytes_per_day: u64,
+    pub excess_bytes_per_day: u64,
+    /// Robust z (spike), Mann-Kendall z (slow burn), isolation score (outlier); 0 otherwise.
+    pub score: f64,
+    pub growth_per_day: Option<f64>,
+    pub p_value: Option<f64>,
+    /// Priced by the cost engine over the finding's window (see `price`).
+    pub cost_per_day: Option<Decimal>,
+    pub projected_extra_per_month: Option<Decimal>,
+    /// How the cost was computed, in a sentence a person can check.
+    pub cost_basis: Option<String>,
+    /// Aggregate series that showed the same thing (folded into this finding).
+    pub also: Vec<String>,
+    /// The isolation forest flagged the same hours.
+    pub forest_agrees: bool,
+    pub state: State,
+    pub next_steps: Vec<String>,
+    pub evidence: Evidence,
+    /// Theil-Sen slope of daily bytes (slow burn), for the monthly projection.
+    #[serde(skip)]
+    pub slope_bytes_per_day: Option<f64>,
+}
+
+impl Finding {
+    pub fn overlaps(&self, other: &Finding) -> bool {
+        let end = |f: &Finding| f.end.map_or(i64::MAX, |e| e.micros());
+        self.start.micros() < end(other) && other.start.micros() < end(self)
+    }
+}
+
+/// An outlier hour is at least this far above its expectation: the forest is a second opinion on
+/// what costs more, not on every unusual shape.
+const OUTLIER_RATIO: f64 = 1.5;
+
+/// The stable id of a finding: type, subject and start, hashed (FNV-1a, fixed across builds).
+pub fn finding_id(kind: Kind, subject: &Subject, start: Timestamp) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{}|{}|{}", kind.as_str(), subject.key(), start.micros()).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let prefix = match kind {
+        Kind::Spike => "sp",
+        Kind::SlowBurn => "sb",
+        Kind::NewEndpoint => "ne",
+        Kind::Leak => "lk",
+        Kind::Outlier => "of",
+    };
+    format!("{prefix}-{:08x}", (h >> 32) as u32 ^ h as u32)
+}
+
+/// Runs every detector on every series (split over the machine's cores), then folds findings
+/// into their most specific subject. The forest scores hours from `forest_from` on (its cost grows
+/// with every hour scored; rule-based detectors always scan everything).
+pub fn detect(set: &SeriesSet, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = set.series.len().div_ceil(threads).max(1);
+    let found: Vec<Finding> = std::thread::scope(|s| {
+        let handles: Vec<_> = set
+            .series
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter().flat_map(|x| detect_one(set, x, th, forest_from)).collect::<Vec<Finding>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("detector thread")).collect::<Vec<Finding>>()
+    });
+    let mut merged = merge(found);
+    merged.sort_by(|a, b| (a.start, a.kind, &a.subject.name).cmp(&(b.start, b.kind, &b.subject.name)));
+    merged
+}
+
+fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
+    let x = &s.bytes;
+    let how0 = hour_of_week(set.start);
+    let expected = expected_series(x);
+    let mut raws = detectors::spikes(x, &expected, th);
+    raws.extend(detectors::slow_burns(x, how0, th));
+    let sub = &s.subject;
+    if matches!(sub.kind, SubjectKind::Edge | SubjectKind::External) {
+        raws.extend(detectors::new_endpoint(x, th));
+        if sub.external && !sub.cloud && !s.out.is_empty() {
+            raws.extend(detectors::leaks(x, &s.out, how0, th));
+        }
+    }
+    if th.forest && sub.kind == SubjectKind::Edge && !s.out.is_empty() {
+        raws.extend(outliers(s, &expected, how0, th, forest_from));
+    }
+    raws.into_iter().map(|r| finding(set, s, &expected, r)).collect()
+}
+
+/// The forest's outliers on an edge: hours well above the expectation that a forest trained on
+/// the edge's last 28 days (the hours scored included, as isolation forests are used: outliers are
+/// the few points that isolate quickly among them) scores as unusual.
+fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: usize) -> Vec<Raw> {
+    let x = &s.bytes;
+    let point = |t: usize| -> forest::Point {
+        let out = f64::from(s.out[t]);
+        [
+            (1.0 + x[t]).ln(),
+            (1.0 + f64::from(s.conns[t])).ln(),
+            ((1.0 + out) / (1.0 + (x[t] - out).max(0.0))).ln(),
+            ((how0 + t) % HOURS_PER_DAY) as f64,
+        ]
+    };
+    let from = from.max(th.learn_hours);
+    let train: Vec<forest::Point> =
+        (x.len().saturating_sub(28 * HOURS_PER_DAY)..x.len()).filter(|&t| !x[t].is_nan()).map(point).collect();
+    if train.len() < th.learn_hours {
+        return Vec::new();
+    }
+    let seed = s.subject.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let f = forest::Forest::train(&train, seed);
+    let mut score = vec![0.0; x.len()];
+    let mut flagged = Vec::new();
+    for t in from..x.len() {
+        let e = expected[t];
+        if x[t].is_nan() || e.is_nan() || x[t] < OUTLIER_RATIO * e || x[t] - e < th.min_bytes / 48.0 {
+            continue;
+        }
+        score[t] = f.score(&point(t));
+        if score[t] >= th.forest_threshold {
+            flagged.push(t);
+        }
+    }
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for t in flagged {
+        match runs.last_mut() {
+            Some((_, b)) if t <= *b + 2 => *b = t,
+            _ => runs.push((t, t)),
+        }
+    }
+    runs.into_iter()
+        .filter_map(|(a, b)| detectors::excursion(RawKind::Outlier, x, expected, a, b, &score, th))
+        .collect()
+}
+
+fn finding(set: &SeriesSet, s: &Series, expected: &[f64], r: Raw) -> Finding {
+    let kind = Kind::of(r.kind);
+    let start = set.hour(r.start);
+    let excess = (r.observed_per_day - r.expected_per_day).max(0.0);
+    Finding {
+        id: finding_id(kind, &s.subject, start),
+        kind,
+        subject: s.subject.clone(),
+        start,
+        end: r.end.map(|e| set.hour(e)),
+        detected_at: set.hour(r.detected),
+        expected_bytes_per_day: r.expected_per_day.round() as u64,
+        observed_bytes_per_day: r.observed_per_day.round() as u64,
+        excess_bytes_per_day: excess.round() as u64,
+        score: (r.score * 1000.0).round() / 1000.0,
+        growth_per_day: r.growth.map(|g| (g * 10_000.0).round() / 10_000.0),
+        p_value: r.p_value.map(|p| (p * 1e6).round() / 1e6),
+        cost_per_day: None,
+        projected_extra_per_month: None,
+        cost_basis: None,
+        also: Vec::new(),
+        forest_agrees: false,
+        state: State::Open,
+        next_steps: next_steps(kind, &s.subject, start),
+        evidence: evidence(set, s, expected, r.start, r.end),
+        slope_bytes_per_day: r.slope_bytes,
+    }
+}
+
+/// Two days before the finding to a day after it (at most 14 days), against the band.
+fn evidence(set: &SeriesSet, s: &Series, expected: &[f64], start: usize, end: Option<usize>) -> Evidence {
+    let a = start.saturating_sub(2 * HOURS_PER_DAY);
+    let b = end.map_or(s.bytes.len(), |e| (e + HOURS_PER_DAY).min(s.bytes.len())).min(a + 14 * HOURS_PER_DAY);
+    band(set, s, expected, a, b)
+}
+
+/// The hours `[from, len)` of a series against its expectation and band (`baseline` draws it).
+pub fn recent(set: &SeriesSet, s: &Series, from: usize) -> Evidence {
+    let expected = expected_series(&s.bytes);
+    band(set, s, &expected, from.min(s.bytes.len()), s.bytes.len())
+}
+
+/// Observed, expected and the band expected +- 3 sigma (sigma: the last week's residual spread,
+/// at least 10% of the expectation) for the hours `[a, b)`.
+fn band(set: &SeriesSet, s: &Series, expected: &[f64], a: usize, b: usize) -> Evidence {
+    let x = &s.bytes;
+    let opt = |v: f64| (!v.is_nan()).then_some(v.round());
+    let mut sigma = (usize::MAX, f64::NAN);
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    for t in a..b {
+        let day = t / HOURS_PER_DAY;
+        if sigma.0 != day {
+            sigma = (day, residual_sigma(x, expected, day * HOURS_PER_DAY));
+        }
+        let e = expected[t];
+        let spread = 3.0 * if sigma.1.is_nan() { 0.25 * e } else { sigma.1.max(0.1 * e) };
+        low.push(opt((e - spread).max(0.0)));
+        high.push(opt(e + spread));
+    }
+    Evidence {
+        start: set.hour(a),
+        observed: x[a..b].iter().map(|v| opt(*v)).collect(),
+        expected: expected[a..b].iter().map(|v| opt(*v)).collect(),
+        low,
+        high,
+    }
+}
+
+/// What to run next to see why: the graph around the subject, its cost line explained.
+fn next_steps(kind: Kind, s: &Subject, start: Timestamp) -> Vec<String> {
+    let since = start.add_micros(-Timestamp::MICROS_PER_DAY);
+    let focus = match s.kind {
+        // The workload end: what `graph` names a node by.
+        SubjectKind::Edge => s.ends.iter().find(|e| e.contains('/') && !e.contains(' ')).unwrap_or(&s.ends[0]).clone(),
+        SubjectKind::External => s.name.trim_start_matches("internet ").to_string(),
+        _ => s.name.clone(),
+    };
+    let mut steps = Vec::new();
+    match s.kind {
+        SubjectKind::Class => {
+            steps.push(format!("egressor graph --class {} --since {since}", s.name));
+            steps.push(format!("egressor cost --by class --explain --since {since}"));
+        }
+        _ => {
+            steps.push(format!("egressor graph --focus '{focus}' --since {since}"));
+            steps.push(format!("egressor cost --by edge --explain --since {since}"));
+        }
+    }
+    if kind == Kind::SlowBurn {
+        steps.push(format!("egressor baseline '{}' --since 28d", s.key()));
+    }
+    steps
+}
+
+/// Folds findings into the most specific one that explains them: an aggregate (a workload's egress,
+/// an external endpoint, a cost class) into an edge of the same type and time it contains; a new
+/// endpoint into a leak on the same subject; an outlier into any rule-based finding on the same
+/// subject and time.
+pub fn merge(found: Vec<Finding>) -> Vec<Finding> {
+    let (mut keep, rest): (Vec<Finding>, Vec<Finding>) =
+        found.into_iter().partition(|f| f.subject.kind == SubjectKind::Edge && f.kind != Kind::Outlier);
+    let mut later = Vec::new();
+    for f in rest {
+        if f.kind == Kind::Outlier {
+            later.push(f);
+            continue;
+        }
+        let contains = |e: &Finding| match f.subject.kind {
+            SubjectKind::Egress | SubjectKind::External => e.subject.ends.contains(&f.subject.name),
+            SubjectKind::Class => e.subject.classes.contains(&f.subject.name),
+            SubjectKind::Edge => false,
+        };
+        match keep.iter_mut().find(|e| e.kind == f.kind && e.overlaps(&f) && contains(e)) {
+            Some(e) => e.also.push(f.subject.key()),
+            None => keep.push(f),
+        }
+    }
+    // New endpoints that a leak on the same subject already reports.
+    let leaks: Vec<(String, Timestamp, Option<Timestamp>)> =
+        keep.iter().filter(|f| f.kind == Kind::Leak).map(|f| (f.subject.key(), f.start, f.end)).collect();
+    keep.retain_mut(|f| {
+        if f.kind != Kind::NewEndpoint {
+            return true;
+        }
+        !leaks.iter().any(|(k, _, end)| *k == f.subject.key() && end.is_none_or(|e| f.start < e))
+    });
+    for l in keep.iter_mut().filter(|f| f.kind == Kind::Leak) {
+        l.also.sort();
+        l.also.dedup();
+    }
+    for o in later {
+        match keep.iter_mut().find(|e| e.subject == o.subject && e.overlaps(&o)) {
+            Some(e) => e.forest_agrees = true,
+            None => keep.push(o),
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_differ_by_type_subject_and_start() {
+        let s = Subject {
+            kind: SubjectKind::Edge,
+            name: "a <-> b".into(),
+            ends: vec!["a".into(), "b".into()],
+            external: false,
+            cloud: false,
+            classes: vec![],
+        };
+        let t = Timestamp::parse("2026-11-20T10:00:00Z").unwrap();
+        let id = finding_id(Kind::Spike, &s, t);
+        assert_eq!(id, finding_id(Kind::Spike, &s, t));
+        assert!(id.starts_with("sp-") && id.len() == 11, "{id}");
+        assert_ne!(id, finding_id(Kind::Spike, &s, t.add_micros(Timestamp::MICROS_PER_HOUR)));
+        assert_ne!(id[3..], finding_id(Kind::SlowBurn, &s, t)[3..]);
+    }
+}
