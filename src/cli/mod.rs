@@ -327,11 +327,11 @@ pub struct DetectArgs {
     /// Only findings costing at least this many USD a day.
     #[arg(long, default_value = "0")]
     pub min_cost: rust_decimal::Decimal,
-    /// Only findings adding at least this many bytes a day.
-    #[arg(long, default_value_t = 10_000_000)]
+    /// Only findings adding at least this many bytes a day (new endpoints and leaks: a tenth).
+    #[arg(long, default_value_t = 100_000_000)]
     pub min_bytes: u64,
-    /// Spike: robust z-score an hour must reach against the last week's residuals.
-    #[arg(long, default_value_t = 6.0)]
+    /// Spike: robust z-score of log bytes an hour must reach against the last week's residuals.
+    #[arg(long, default_value_t = 5.0)]
     pub spike_z: f64,
     /// Spike: times the seasonal expectation an hour must reach.
     #[arg(long, default_value_t = 3.0)]

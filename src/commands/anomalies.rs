@@ -36,7 +36,8 @@ fn list(settings: &Settings, args: &AnomaliesArgs, out: &mut dyn Write) -> Resul
         .filter(|f| kind.is_none_or(|k| f.kind == k))
         .filter(|f| args.all || f.state != State::Resolved)
         .collect();
-    let view = AnomaliesView { findings: &shown, since, until: a.until, thresholds: &thresholds(&args.detect) };
+    let view =
+        AnomaliesView { findings: &shown, since, until: a.until, thresholds: &thresholds(&args.detect) };
     anomalies_report(out, &view, args.out.output.into(), settings.color)?;
     Ok(ExitCode::SUCCESS)
 }

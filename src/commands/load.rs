@@ -132,7 +132,11 @@ pub fn analyse_workspace(ws: &Workspace, now: Timestamp, q: &AnalysisQuery<'_>) 
     let topology = topology(ws, q.topology)?;
     let now = now.floor_hour();
     let Some((first, last)) = ws.traffic_span()? else {
-        return Ok(Analysis { set: SeriesSet { start: now, hours: 0, series: Vec::new() }, findings: Vec::new(), until: now });
+        return Ok(Analysis {
+            set: SeriesSet { start: now, hours: 0, series: Vec::new() },
+            findings: Vec::new(),
+            until: now,
+        });
     };
     let until = now.min(last.add_micros(Timestamp::MICROS_PER_HOUR)).max(first);
     let start = first.max(until.add_micros(-HISTORY_DAYS * Timestamp::MICROS_PER_DAY));

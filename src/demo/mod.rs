@@ -10,6 +10,8 @@
 //! Every value comes from a counter-based generator keyed by (seed, edge, pair, window), so the same
 //! seed and end time give the same bytes, in any order of generation.
 
+pub mod scenarios;
+
 use crate::model::{Endpoint, FlowRecord, Initiator, LabelledEvent, Proto, Source, Timestamp};
 use crate::store::Workspace;
 use anyhow::Result;

@@ -2,9 +2,9 @@
 //! savings (and, as they land, graph, baselines and anomalies). Nothing here does I/O except loading
 //! a user's pricing or topology file.
 
+pub mod anomaly;
 pub mod classify;
 pub mod cloud_ranges;
-pub mod anomaly;
 pub mod cost;
 pub mod enrich;
 pub mod graph;

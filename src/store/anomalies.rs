@@ -79,10 +79,10 @@ impl Workspace {
 
     /// The state of every finding the user changed.
     pub fn anomaly_states(&self) -> Result<BTreeMap<String, AnomalyState>> {
-        let mut st = self.conn.prepare("SELECT anomaly_id, state, epoch_us(changed_at) FROM anomaly_state")?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-        })?;
+        let mut st =
+            self.conn.prepare("SELECT anomaly_id, state, epoch_us(changed_at) FROM anomaly_state")?;
+        let rows =
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
         let mut out = BTreeMap::new();
         for row in rows {
             let (id, state, at) = row?;

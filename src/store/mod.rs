@@ -13,8 +13,8 @@ mod query;
 pub mod replay;
 pub mod schema;
 
-pub use ingest::{IngestReport, IngestSession};
 pub use anomalies::{AnomalyState, DemoEvent};
+pub use ingest::{IngestReport, IngestSession};
 pub use query::{FlowFilter, WorkspaceInfo};
 
 use crate::model::Timestamp;

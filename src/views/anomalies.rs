@@ -57,7 +57,12 @@ struct CsvRow<'a> {
     next_step: &'a str,
 }
 
-pub fn anomalies_report(out: &mut dyn Write, v: &AnomaliesView<'_>, format: Format, color: bool) -> Result<()> {
+pub fn anomalies_report(
+    out: &mut dyn Write,
+    v: &AnomaliesView<'_>,
+    format: Format,
+    color: bool,
+) -> Result<()> {
     match format {
         Format::Json => write_json(
             out,
@@ -92,7 +97,10 @@ pub fn anomalies_report(out: &mut dyn Write, v: &AnomaliesView<'_>, format: Form
                     excess_bytes_per_day: f.excess_bytes_per_day,
                     growth_per_day: f.growth_per_day.map(|g| format!("{g}")).unwrap_or_default(),
                     cost_per_day: f.cost_per_day.map(|c| c.to_string()).unwrap_or_default(),
-                    projected_extra_per_month: f.projected_extra_per_month.map(|c| c.to_string()).unwrap_or_default(),
+                    projected_extra_per_month: f
+                        .projected_extra_per_month
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
                     state: f.state.as_str(),
                     next_step: f.next_steps.first().map(String::as_str).unwrap_or(""),
                 })?;
@@ -133,7 +141,12 @@ fn what(f: &Finding) -> String {
 fn table(out: &mut dyn Write, v: &AnomaliesView<'_>, color: bool) -> Result<()> {
     writeln!(out, "Anomalies going on since {} (data until {})", v.since, v.until)?;
     if v.findings.is_empty() {
-        writeln!(out, "No anomalies above {}/day and {} USD/day.", human_bytes(v.thresholds.min_bytes as u64), money(v.thresholds.min_cost))?;
+        writeln!(
+            out,
+            "No anomalies above {}/day and {} USD/day.",
+            human_bytes(v.thresholds.min_bytes as u64),
+            money(v.thresholds.min_cost)
+        )?;
         return Ok(());
     }
     let mut t = new_table(&["ID", "TYPE", "SUBJECT", "START", "END", "OBSERVED", "COST/DAY", "STATE"], color);
@@ -157,7 +170,12 @@ fn table(out: &mut dyn Write, v: &AnomaliesView<'_>, color: bool) -> Result<()> 
     align_right(&mut t, &[6]);
     writeln!(out, "{t}")?;
     if let Some(top) = v.findings.iter().max_by_key(|f| f.cost_per_day.unwrap_or_default()) {
-        writeln!(out, "Costliest: {} — next: {}", top.id, top.next_steps.first().map(String::as_str).unwrap_or(""))?;
+        writeln!(
+            out,
+            "Costliest: {} — next: {}",
+            top.id,
+            top.next_steps.first().map(String::as_str).unwrap_or("")
+        )?;
     }
     writeln!(out, "Details and the series against its baseline: egressor anomalies show ID")?;
     Ok(())
@@ -190,12 +208,20 @@ pub fn finding_report(out: &mut dyn Write, f: &Finding, format: Format) -> Resul
         human_bytes(f.excess_bytes_per_day)
     )?;
     if let Some(g) = f.growth_per_day {
-        writeln!(out, "  trend      +{:.2}%/day (Mann-Kendall z {:.2}, p {:.4})", g * 100.0, f.score, f.p_value.unwrap_or(1.0))?;
+        writeln!(
+            out,
+            "  trend      +{:.2}%/day (Mann-Kendall z {:.2}, p {:.4})",
+            g * 100.0,
+            f.score,
+            f.p_value.unwrap_or(1.0)
+        )?;
     } else if f.score > 0.0 {
         writeln!(out, "  score      {:.2}", f.score)?;
     }
     match (f.cost_per_day, f.projected_extra_per_month) {
-        (Some(d), Some(m)) => writeln!(out, "  cost       {} USD/day, {} USD/month projected", money(d), money(m))?,
+        (Some(d), Some(m)) => {
+            writeln!(out, "  cost       {} USD/day, {} USD/month projected", money(d), money(m))?
+        }
         _ => writeln!(out, "  cost       not priced (no priced traffic in its window)")?,
     }
     if let Some(b) = &f.cost_basis {
@@ -287,11 +313,23 @@ struct JsonBaseline<'a> {
     series: &'a Evidence,
 }
 
-pub fn baseline_report(out: &mut dyn Write, key: &str, b: &Baseline, recent: &Evidence, format: Format, color: bool) -> Result<()> {
+pub fn baseline_report(
+    out: &mut dyn Write,
+    key: &str,
+    b: &Baseline,
+    recent: &Evidence,
+    format: Format,
+    color: bool,
+) -> Result<()> {
     if format != Format::Table {
         return write_json(
             out,
-            &JsonBaseline { schema_version: "egressor.baseline/v1", subject: key, baseline: b, series: recent },
+            &JsonBaseline {
+                schema_version: "egressor.baseline/v1",
+                subject: key,
+                baseline: b,
+                series: recent,
+            },
         );
     }
     writeln!(out, "Baseline of {key}, bytes per hour, before {}", b.at)?;

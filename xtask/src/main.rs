@@ -51,7 +51,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|cost|top|agent|cluster]"
+                "usage: cargo xtask setup | deps | test [-- cargo test args] | bench [ingest|cost|top|agent|cluster|anomalies]"
             );
             bail!("unknown task {:?}", args.first());
         }
@@ -156,7 +156,7 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(which: &[String]) -> Result<()> {
     let names: Vec<&str> = if which.is_empty() {
-        vec!["ingest", "cost", "top", "agent", "cluster"]
+        vec!["ingest", "cost", "top", "agent", "cluster", "anomalies"]
     } else {
         which.iter().map(String::as_str).collect()
     };

@@ -95,24 +95,22 @@ pub fn expected_at(x: &[f64], t: usize) -> Option<f64> {
     let weekly = {
         let mut n = 0;
         for k in 1..=4 {
-            if let Some(i) = t.checked_sub(k * HOURS_PER_WEEK) {
-                if !x[i].is_nan() {
+            if let Some(i) = t.checked_sub(k * HOURS_PER_WEEK)
+                && !x[i].is_nan() {
                     buf[n] = x[i];
                     n += 1;
                 }
-            }
         }
         (n >= 2).then(|| median_in_place(&mut buf[..n]))
     };
     let daily = {
         let mut n = 0;
         for k in 1..=7 {
-            if let Some(i) = t.checked_sub(k * HOURS_PER_DAY) {
-                if !x[i].is_nan() {
+            if let Some(i) = t.checked_sub(k * HOURS_PER_DAY)
+                && !x[i].is_nan() {
                     buf[n] = x[i];
                     n += 1;
                 }
-            }
         }
         (n >= 3).then(|| median_in_place(&mut buf[..n]))
     };
@@ -130,10 +128,20 @@ pub fn expected_series(x: &[f64]) -> Vec<f64> {
 /// Robust spread of the residuals (observed - expected) over the week before `t`:
 /// 1.4826 x MAD, i.e. a standard deviation that one bad hour does not inflate.
 pub fn residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
+    residual_spread(x, expected, t, |v| v)
+}
+
+/// [`residual_sigma`] of log(1 + bytes): traffic noise is multiplicative (a series that swings
+/// 2x hour to hour is not unusual at 2x), so spikes are judged on the log scale.
+pub fn log_residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
+    residual_spread(x, expected, t, f64::ln_1p)
+}
+
+fn residual_spread(x: &[f64], expected: &[f64], t: usize, f: impl Fn(f64) -> f64) -> f64 {
     let from = t.saturating_sub(HOURS_PER_WEEK);
     let mut r: Vec<f64> = (from..t)
         .filter(|&i| !x[i].is_nan() && !expected[i].is_nan())
-        .map(|i| x[i] - expected[i])
+        .map(|i| f(x[i]) - f(expected[i]))
         .collect();
     if r.len() < HOURS_PER_DAY {
         return f64::NAN;

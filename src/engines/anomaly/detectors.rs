@@ -6,7 +6,7 @@
 //! evidence and prices.
 
 use super::Thresholds;
-use super::baseline::{HOURS_PER_DAY, median_in_place, residual_sigma};
+use super::baseline::{HOURS_PER_DAY, MAD_TO_SIGMA, log_residual_sigma, median_in_place};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RawKind {
@@ -82,8 +82,8 @@ impl Runs {
     }
 }
 
-/// Hours far above the seasonal expectation: observed >= ratio x expected and a robust z-score
-/// (against the spread of the last week's residuals) >= the threshold; runs of them are one spike
+/// Hours far above the seasonal expectation: observed >= ratio x expected and a robust z-score of
+/// log bytes (against the spread of the last week's log residuals) >= the threshold; runs of them are one spike
 /// with a start and an end. `flag_score` decides the hours (the spike rule, or the forest's).
 pub fn spikes(x: &[f64], expected: &[f64], th: &Thresholds) -> Vec<Raw> {
     let mut runs = Runs::new();
@@ -97,19 +97,20 @@ pub fn spikes(x: &[f64], expected: &[f64], th: &Thresholds) -> Vec<Raw> {
         if v.is_nan() || e.is_nan() || v < th.spike_ratio * e || v - e < floor {
             continue;
         }
-        // Against an expectation of nothing, only a subject that has been sending for the learning
-        // period can spike: a subject's first days are the new-endpoint detector's.
-        if e == 0.0 && first + th.learn_hours > t {
+        // A spike is judged against a week of the subject's own history (its weekly rhythm is not
+        // known before); a subject's first days are the new-endpoint detector's.
+        if first + 7 * HOURS_PER_DAY > t {
             continue;
         }
         let day = t / HOURS_PER_DAY;
         if sigma_day.0 != day {
-            sigma_day = (day, residual_sigma(x, expected, day * HOURS_PER_DAY));
+            sigma_day = (day, log_residual_sigma(x, expected, day * HOURS_PER_DAY));
         }
-        // Until a week of residuals exists, or for a flat series, the spread is at least 10% of
-        // the expectation: a perfectly steady series must not turn any wobble into a huge z.
-        let sigma = if sigma_day.1.is_nan() { 0.25 * e } else { sigma_day.1 }.max(0.1 * e).max(1.0);
-        let z = (v - e) / sigma;
+        // On the log scale, against the last week's residual spread; until a week of residuals
+        // exists the spread is taken as 0.25 (about +-28%), and never below 0.05 (+-5%): a
+        // perfectly steady series must not turn any wobble into a huge z.
+        let sigma = if sigma_day.1.is_nan() { 0.25 } else { sigma_day.1 }.max(0.05);
+        let z = (v.ln_1p() - e.ln_1p()) / sigma;
         if z >= th.spike_z {
             if score.len() < x.len() {
                 score.resize(x.len(), 0.0);
@@ -218,8 +219,7 @@ pub fn p_one_sided(z: f64) -> f64 {
 /// trend test does not take it for a burn anyway).
 fn weekend_factor(totals: &[f64], weekday0: usize, d: usize) -> f64 {
     let (mut we, mut wd) = (Vec::new(), Vec::new());
-    for i in d.saturating_sub(27)..=d {
-        let v = totals[i];
+    for (i, &v) in totals.iter().enumerate().take(d + 1).skip(d.saturating_sub(27)) {
         if v.is_finite() && v > 0.0 {
             if (weekday0 + i) % 7 >= 5 { we.push(v) } else { wd.push(v) }
         }
@@ -230,9 +230,10 @@ fn weekend_factor(totals: &[f64], weekday0: usize, d: usize) -> f64 {
     (median_in_place(&mut we) / median_in_place(&mut wd)).clamp(0.05, 1.0)
 }
 
-/// (window in days, Mann-Kendall z it needs): a short window finds a fast burn within days, the
+/// (window in days, Mann-Kendall z it needs): a short window finds a fast burn within days (at most
+/// one of its ten pairs of days out of order, and its last three days rising, see `burn_on`), the
 /// longer ones a slow one that the daily noise hides from five points.
-const BURN_WINDOWS: [(usize, f64); 3] = [(5, 1.70), (10, 2.33), (15, 2.33)];
+const BURN_WINDOWS: [(usize, f64); 3] = [(5, 1.7), (10, 2.33), (15, 2.33)];
 
 /// A sustained rise of daily totals (weekly rhythm taken out): Theil-Sen slope of log totals >=
 /// the minimum growth, Mann-Kendall significant, and the last day above the level before the window.
@@ -273,11 +274,10 @@ pub fn slow_burns(x: &[f64], first_hour_of_week: usize, th: &Thresholds) -> Vec<
         last_fire = Some(d);
     }
     // A burn that stopped firing more than three days before the data ends has ended.
-    if let (Some(r), Some(l)) = (out.last_mut(), last_fire) {
-        if l + 3 < totals.len() {
+    if let (Some(r), Some(l)) = (out.last_mut(), last_fire)
+        && l + 3 < totals.len() {
             r.end = Some(offset + (l + 1) * HOURS_PER_DAY);
         }
-    }
     out
 }
 
@@ -313,14 +313,39 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
         }
         let level = median_in_place(&mut before);
         let now = deseason(d);
+        // The rise must stand out of the series' own day-to-day noise: log(now / level) at least
+        // 3 robust sigmas of the daily totals of up to four weeks before the window.
+        let history: Vec<f64> = (a.saturating_sub(28)..a)
+            .map(deseason)
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map(f64::ln)
+            .collect();
+        let noise = if history.len() >= 5 {
+            let mut h = history.clone();
+            let m = median_in_place(&mut h);
+            let mut dev: Vec<f64> = history.iter().map(|v| (v - m).abs()).collect();
+            MAD_TO_SIGMA * median_in_place(&mut dev)
+        } else {
+            0.1
+        };
+        if (now / level).ln() < 3.0 * noise.max(0.01) {
+            continue;
+        }
         // Cheap tests first: most series have not risen at all.
         if now < level * (1.0 + th.burn_min_growth).powi(2) || now - level < th.min_bytes {
             continue;
         }
         let logs: Vec<f64> =
-            (a..=d).map(|i| deseason(i)).map(|v| if v > 0.0 { v.ln() } else { f64::NAN }).collect();
+            (a..=d).map(&deseason).map(|v| if v > 0.0 { v.ln() } else { f64::NAN }).collect();
         let (z, n) = mann_kendall(&logs);
         if n + 1 < w || z < z_needed {
+            continue;
+        }
+        // Five points say little: there, the last three days must rise one after the other, the
+        // last two clearly above the level before.
+        let clear = level * (2.0 * noise.max(0.01)).exp();
+        let rising = deseason(d) > deseason(d - 1) && deseason(d - 1) > deseason(d - 2);
+        if w == 5 && !(rising && deseason(d - 1) > clear) {
             continue;
         }
         let slope = theil_sen(&logs);
@@ -328,9 +353,13 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
         if growth < th.burn_min_growth {
             continue;
         }
-        // Where the rise starts: the first day of the window clearly above the level before it.
-        let step = (level.ln() + slope / 2.0).exp();
-        let start_day = (a..=d).find(|&i| deseason(i) > step).unwrap_or(a);
+        // Where the rise starts: walking back from today, the first of the days that all stand
+        // above the level before the window by more than twice its noise.
+        let above = level * (2.0 * noise.max(0.01)).exp();
+        let mut start_day = d;
+        while start_day > a && deseason(start_day - 1) > above {
+            start_day -= 1;
+        }
         let raw: Vec<f64> = (a..=d).map(deseason).collect();
         return Some(BurnHit {
             start_day,
@@ -348,6 +377,7 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
 /// learning period (what was there when egressor started watching is not new), and once it carries
 /// at least the minimum bytes per day.
 pub fn new_endpoint(x: &[f64], th: &Thresholds) -> Option<Raw> {
+    let min_bytes = th.min_bytes / 10.0;
     let first = x.iter().position(|v| *v > 0.0)?;
     if first < th.learn_hours {
         return None;
@@ -361,8 +391,7 @@ pub fn new_endpoint(x: &[f64], th: &Thresholds) -> Option<Raw> {
         sum += v;
         let hours = (t + 1 - first) as f64;
         // Its rate so far reaches the minimum per day, or a day's bytes reach it.
-        if sum * HOURS_PER_DAY as f64 / hours.max(1.0) >= th.min_bytes && hours >= 1.0 && sum >= th.min_bytes / 24.0
-        {
+        if sum * HOURS_PER_DAY as f64 / hours.max(1.0) >= min_bytes && sum >= min_bytes / 24.0 {
             detected = Some(t + 1);
             break;
         }
@@ -406,11 +435,10 @@ pub fn leaks(x: &[f64], out: &[f32], first_hour_of_week: usize, th: &Thresholds)
         }
         last_fire = Some(t);
     }
-    if let (Some(r), Some(l)) = (found.last_mut(), last_fire) {
-        if l + 12 < n {
+    if let (Some(r), Some(l)) = (found.last_mut(), last_fire)
+        && l + 12 < n {
             r.end = Some(l);
         }
-    }
     found
 }
 
@@ -423,7 +451,7 @@ fn leak_at(x: &[f64], out: &[f32], how0: usize, t: usize, th: &Thresholds) -> Op
     }
     let mut v: Vec<f64> = w.iter().copied().filter(|v| !v.is_nan()).collect();
     let median = median_in_place(&mut v);
-    if median > th.leak_max_per_hour || median * (HOURS_PER_DAY as f64) < th.min_bytes {
+    if median > th.leak_max_per_hour || median * (HOURS_PER_DAY as f64) < th.min_bytes / 10.0 {
         return None;
     }
     let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
@@ -432,13 +460,13 @@ fn leak_at(x: &[f64], out: &[f32], how0: usize, t: usize, th: &Thresholds) -> Op
     }
     let hour_of_day = |i: usize| (how0 + i) % HOURS_PER_DAY;
     let (mut night, mut day) = (Vec::new(), Vec::new());
-    for i in t - HOURS_PER_DAY..t {
-        if x[i].is_nan() {
+    for (i, &v) in x.iter().enumerate().take(t).skip(t - HOURS_PER_DAY) {
+        if v.is_nan() {
             continue;
         }
         match hour_of_day(i) {
-            0..=5 => night.push(x[i]),
-            12..=17 => day.push(x[i]),
+            0..=5 => night.push(v),
+            12..=17 => day.push(v),
             _ => {}
         }
     }
@@ -469,7 +497,8 @@ mod tests {
         (0..days * 24)
             .map(|i| {
                 let h = (i % 24) as f64;
-                level * (0.55 + 0.45 * ((h - 15.0) / 24.0 * std::f64::consts::TAU).cos())
+                level
+                    * (0.55 + 0.45 * ((h - 15.0) / 24.0 * std::f64::consts::TAU).cos())
                     * (1.0 + 0.05 * (((i * 7919) % 13) as f64 / 13.0 - 0.5))
             })
             .collect()
@@ -495,7 +524,7 @@ mod tests {
         let x: Vec<f64> = (0..14 * 24)
             .map(|i| {
                 let d = i / 24;
-                let g = if d >= 4 { 1.12f64.powi(d as i32 - 3) } else { 1.0 };
+                let g = if d >= 4 { 1.12f64.powi(d - 3) } else { 1.0 };
                 1e6 * g * (1.0 + 0.03 * (((i * 31) % 7) as f64 / 7.0 - 0.5))
             })
             .collect();

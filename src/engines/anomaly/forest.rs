@@ -132,11 +132,7 @@ fn path(node: &Node, p: &Point, depth: usize) -> f64 {
             if outside {
                 return depth as f64 + 1.0;
             }
-            if p[*feature] < *at {
-                path(left, p, depth + 1)
-            } else {
-                path(right, p, depth + 1)
-            }
+            if p[*feature] < *at { path(left, p, depth + 1) } else { path(right, p, depth + 1) }
         }
     }
 }

@@ -150,7 +150,8 @@ impl SeriesSet {
 /// What users can set: thresholds in bytes and in dollars keep tiny series from paging anyone.
 #[derive(Debug, Clone)]
 pub struct Thresholds {
-    /// A finding must add at least this many bytes per day.
+    /// A finding must add at least this many bytes per day; new endpoints and leaks, small by
+    /// nature and a question of where data goes more than of how much, a tenth of it.
     pub min_bytes: f64,
     /// ... and cost at least this much per day (applied after pricing).
     pub min_cost: Decimal,
@@ -174,15 +175,15 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            min_bytes: 10e6,
+            min_bytes: 100e6,
             min_cost: Decimal::ZERO,
-            spike_z: 6.0,
+            spike_z: 5.0,
             spike_ratio: 3.0,
             burn_min_growth: 0.03,
             learn_hours: 72,
             leak_max_per_hour: 200e6,
             leak_night_ratio: 0.5,
-            leak_max_spread: 0.5,
+            leak_max_spread: 0.3,
             forest: true,
             forest_threshold: 0.72,
         }
@@ -244,7 +245,8 @@ pub struct Finding {
     pub projected_extra_per_month: Option<Decimal>,
     /// How the cost was computed, in a sentence a person can check.
     pub cost_basis: Option<String>,
-    /// Aggregate series that showed the same thing (folded into this finding).
+    /// Findings folded into this one, as `TYPE SUBJECT-KEY` (a workload's egress, an endpoint, a
+    /// class that showed the same thing) or `spike ID at TIME` (spikes inside a slow burn).
     pub also: Vec<String>,
     /// The isolation forest flagged the same hours.
     pub forest_agrees: bool,
@@ -310,7 +312,11 @@ pub fn detect(set: &SeriesSet, th: &Thresholds, forest_from: usize) -> Vec<Findi
 fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
     let x = &s.bytes;
     let how0 = hour_of_week(set.start);
-    let expected = expected_series(x);
+    // Before its first byte the subject did not exist: those hours are no history of it (a new
+    // endpoint's fourth day is not a spike over the zeros before it was born).
+    let born = x.iter().position(|v| *v > 0.0).unwrap_or(x.len());
+    let lived: Vec<f64> = x.iter().enumerate().map(|(i, v)| if i < born { f64::NAN } else { *v }).collect();
+    let expected = expected_series(&lived);
     let mut raws = detectors::spikes(x, &expected, th);
     raws.extend(detectors::slow_burns(x, how0, th));
     let sub = &s.subject;
@@ -341,12 +347,18 @@ fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: us
         ]
     };
     let from = from.max(th.learn_hours);
-    let train: Vec<forest::Point> =
-        (x.len().saturating_sub(28 * HOURS_PER_DAY)..x.len()).filter(|&t| !x[t].is_nan()).map(point).collect();
+    let train: Vec<forest::Point> = (x.len().saturating_sub(28 * HOURS_PER_DAY)..x.len())
+        .filter(|&t| !x[t].is_nan())
+        .map(point)
+        .collect();
     if train.len() < th.learn_hours {
         return Vec::new();
     }
-    let seed = s.subject.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let seed = s
+        .subject
+        .name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let f = forest::Forest::train(&train, seed);
     let mut score = vec![0.0; x.len()];
     let mut flagged = Vec::new();
@@ -445,7 +457,9 @@ fn next_steps(kind: Kind, s: &Subject, start: Timestamp) -> Vec<String> {
     let since = start.add_micros(-Timestamp::MICROS_PER_DAY);
     let focus = match s.kind {
         // The workload end: what `graph` names a node by.
-        SubjectKind::Edge => s.ends.iter().find(|e| e.contains('/') && !e.contains(' ')).unwrap_or(&s.ends[0]).clone(),
+        SubjectKind::Edge => {
+            s.ends.iter().find(|e| e.contains('/') && !e.contains(' ')).unwrap_or(&s.ends[0]).clone()
+        }
         SubjectKind::External => s.name.trim_start_matches("internet ").to_string(),
         _ => s.name.clone(),
     };
@@ -467,9 +481,9 @@ fn next_steps(kind: Kind, s: &Subject, start: Timestamp) -> Vec<String> {
 }
 
 /// Folds findings into the most specific one that explains them: an aggregate (a workload's egress,
-/// an external endpoint, a cost class) into an edge of the same type and time it contains; a new
-/// endpoint into a leak on the same subject; an outlier into any rule-based finding on the same
-/// subject and time.
+/// an external endpoint, a cost class) into an edge of the same type and time it contains; a spike
+/// into a slow burn it happened in; a new endpoint into a leak on the same subject; an outlier into
+/// any rule-based finding on the same subject and time.
 pub fn merge(found: Vec<Finding>) -> Vec<Finding> {
     let (mut keep, rest): (Vec<Finding>, Vec<Finding>) =
         found.into_iter().partition(|f| f.subject.kind == SubjectKind::Edge && f.kind != Kind::Outlier);
@@ -484,9 +498,46 @@ pub fn merge(found: Vec<Finding>) -> Vec<Finding> {
             SubjectKind::Class => e.subject.classes.contains(&f.subject.name),
             SubjectKind::Edge => false,
         };
-        match keep.iter_mut().find(|e| e.kind == f.kind && e.overlaps(&f) && contains(e)) {
-            Some(e) => e.also.push(f.subject.key()),
+        // The same type first; else any edge finding it contains at that time (a workload's egress
+        // that grows because it started calling a new endpoint is that new endpoint).
+        let same = keep.iter().position(|e| e.kind == f.kind && e.overlaps(&f) && contains(e));
+        let any = || keep.iter().position(|e| e.overlaps(&f) && contains(e));
+        match same.or_else(any) {
+            Some(i) => keep[i].also.push(format!("{} {}", f.kind.as_str(), f.subject.key())),
             None => keep.push(f),
+        }
+    }
+    // Spikes inside a slow burn on the same subject: the burn explains them.
+    let burns: Vec<(Subject, Timestamp, Option<Timestamp>)> = keep
+        .iter()
+        .filter(|f| f.kind == Kind::SlowBurn)
+        .map(|f| (f.subject.clone(), f.start, f.end))
+        .collect();
+    let mut folded: Vec<(usize, String)> = Vec::new();
+    keep.retain(|f| {
+        if f.kind != Kind::Spike {
+            return true;
+        }
+        // A burn is found days after it starts (and its start is estimated from daily totals):
+        // spikes up to three days before its start are its first steps.
+        let lead = 3 * Timestamp::MICROS_PER_DAY;
+        let within = |a: &Timestamp, b: &Option<Timestamp>| {
+            f.start.micros() >= a.micros() - lead && b.is_none_or(|b| f.start < b)
+        };
+        match burns.iter().position(|(s, a, b)| *s == f.subject && within(a, b)) {
+            Some(i) => {
+                folded.push((i, format!("spike {} at {}", f.id, f.start)));
+                false
+            }
+            None => true,
+        }
+    });
+    for (i, note) in folded {
+        let key = &burns[i];
+        if let Some(b) =
+            keep.iter_mut().find(|f| f.kind == Kind::SlowBurn && f.subject == key.0 && f.start == key.1)
+        {
+            b.also.push(note);
         }
     }
     // New endpoints that a leak on the same subject already reports.

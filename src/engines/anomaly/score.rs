@@ -24,11 +24,10 @@ pub fn same_party(name: &str, label: &str) -> bool {
     if name == label {
         return true;
     }
-    if let Some((ns, n)) = label.split_once('/') {
-        if !n.contains('/') && name.starts_with(&format!("{ns}/")) && name.ends_with(&format!("/{n}")) {
+    if let Some((ns, n)) = label.split_once('/')
+        && !n.contains('/') && name.starts_with(&format!("{ns}/")) && name.ends_with(&format!("/{n}")) {
             return true;
         }
-    }
     let ip = label.split([' ', ':']).next().unwrap_or("");
     let name_ip = name.trim_start_matches("internet ");
     if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() && name_ip == ip {
@@ -60,7 +59,8 @@ pub fn matches(f: &Finding, l: &Label) -> bool {
         return false;
     }
     let mut names: Vec<&str> = f.subject.ends.iter().map(String::as_str).collect();
-    names.extend(f.also.iter().map(|a| a.split_once(':').map_or(a.as_str(), |(_, n)| n)));
+    // `also` holds `TYPE KIND:NAME`: the name is after the first colon.
+    names.extend(f.also.iter().filter_map(|a| a.split_once(':').map(|(_, n)| n)));
     let has = |p: &str| names.iter().any(|n| same_party(n, p));
     match &l.remote {
         Some(r) if f.subject.kind == super::SubjectKind::Edge => has(&l.subject) && has(r),
@@ -106,7 +106,8 @@ pub fn score(findings: &[Finding], labels: &[Label]) -> Vec<TypeScore> {
                     let first = mine.iter().filter(|f| matches(f, l)).map(|f| f.detected_at.micros()).min();
                     if let Some(t) = first {
                         detected += 1;
-                        detect_hours.push((t - l.start.micros()).max(0) as f64 / Timestamp::MICROS_PER_HOUR as f64);
+                        detect_hours
+                            .push((t - l.start.micros()).max(0) as f64 / Timestamp::MICROS_PER_HOUR as f64);
                     }
                 }
             } else {

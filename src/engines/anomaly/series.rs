@@ -67,7 +67,14 @@ pub fn edge_subject(l: &PairLabels) -> Subject {
 }
 
 fn simple(kind: SubjectKind, name: &str, external: bool, cloud: bool) -> Subject {
-    Subject { kind, name: name.to_string(), ends: vec![name.to_string()], external, cloud, classes: Vec::new() }
+    Subject {
+        kind,
+        name: name.to_string(),
+        ends: vec![name.to_string()],
+        external,
+        cloud,
+        classes: Vec::new(),
+    }
 }
 
 /// Accumulates one subject's hours. Edges keep each observer's view apart: when both ends
@@ -96,7 +103,12 @@ impl Acc {
 
 /// The series of `rows`, over `hours` hours from `start`. Hours in which no row at all exists (no
 /// agent reported anything) are missing (NaN) in every series, not zero.
-pub fn build(rows: &[HourlyTraffic], start: Timestamp, hours: usize, labeler: &mut Labeler<'_, '_>) -> SeriesSet {
+pub fn build(
+    rows: &[HourlyTraffic],
+    start: Timestamp,
+    hours: usize,
+    labeler: &mut Labeler<'_, '_>,
+) -> SeriesSet {
     let mut accs: BTreeMap<(SubjectKind, String), Acc> = BTreeMap::new();
     let mut covered = vec![false; hours];
     for r in rows {
@@ -115,13 +127,13 @@ pub fn build(rows: &[HourlyTraffic], start: Timestamp, hours: usize, labeler: &m
         // The out/in feature: what our end sent when the other end is external, else what the
         // edge's first end sent.
         let sent_by_first = if l.external || view == 0 { out } else { back };
-        fn add<'m>(
-            accs: &'m mut BTreeMap<(SubjectKind, String), Acc>,
+        fn add(
+            accs: &mut BTreeMap<(SubjectKind, String), Acc>,
             s: Subject,
             hours: usize,
             (t, view, bytes): (usize, usize, f64),
             features: Option<(f32, f32)>,
-        ) -> &'m mut Acc {
+        ) -> &mut Acc {
             let acc = accs
                 .entry((s.kind, s.name.clone()))
                 .or_insert_with(|| Acc::new(s, hours, features.is_some()));
