@@ -356,12 +356,25 @@ pub enum AnomalyAction {
         #[command(flatten)]
         out: OutputArgs,
     },
-    /// Mark a finding acknowledged (known, being handled).
-    Ack { id: String },
+    /// Mark a finding acknowledged (known, being handled). Give the thresholds of the list that
+    /// showed it, if they were not the defaults.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
     /// Mark a finding resolved (hidden from the list unless --all).
-    Resolve { id: String },
+    Resolve {
+        id: String,
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
     /// Mark a finding open again.
-    Reopen { id: String },
+    Reopen {
+        id: String,
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -369,7 +382,8 @@ pub struct BaselineArgs {
     /// The series: `edge:A <-> B`, `egress:WORKLOAD`, `external:ENDPOINT`, `class:CLASS`, or any
     /// part of one name that only one series has.
     pub subject: String,
-    /// The hours drawn against the band (default 7d); statistics are over the 24h, 7d and 28d before now.
+    /// The hours drawn against the band (default 7d); statistics are over the 24h, 7d and 28d
+    /// before the end of the data.
     #[arg(long, value_parser = parse_time_bound, default_value = "7d")]
     pub since: TimeBound,
     #[command(flatten)]

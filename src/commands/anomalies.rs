@@ -14,20 +14,23 @@ pub fn run(settings: &Settings, args: &AnomaliesArgs, out: &mut dyn Write) -> Re
     match &args.action {
         None => list(settings, args, out),
         Some(AnomalyAction::Show { id, detect, out: o }) => {
-            let a = analyse(settings, detect, None)?;
+            if matches!(o.output, crate::cli::OutputFormat::Csv) {
+                bail!("`anomalies show` prints a table or JSON (--output table|json); CSV is for the list");
+            }
+            let a = analyse(settings, detect)?;
             let f = find(&a, id)?;
             finding_report(out, f, o.output.into())?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(AnomalyAction::Ack { id }) => set_state(settings, id, State::Acknowledged, out),
-        Some(AnomalyAction::Resolve { id }) => set_state(settings, id, State::Resolved, out),
-        Some(AnomalyAction::Reopen { id }) => set_state(settings, id, State::Open, out),
+        Some(AnomalyAction::Ack { id, detect }) => set_state(settings, id, detect, State::Acknowledged, out),
+        Some(AnomalyAction::Resolve { id, detect }) => set_state(settings, id, detect, State::Resolved, out),
+        Some(AnomalyAction::Reopen { id, detect }) => set_state(settings, id, detect, State::Open, out),
     }
 }
 
 fn list(settings: &Settings, args: &AnomaliesArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let since = args.since.resolve(settings.now);
-    let a = analyse(settings, &args.detect, Some(since))?;
+    let a = analyse(settings, &args.detect)?;
     let kind = args.kind.as_deref().map(|k| Kind::parse(k).expect("clap checked --type"));
     let shown: Vec<&Finding> = a
         .findings
@@ -54,12 +57,11 @@ fn thresholds(d: &DetectArgs) -> Thresholds {
     }
 }
 
-fn analyse(settings: &Settings, d: &DetectArgs, since: Option<crate::model::Timestamp>) -> Result<Analysis> {
+fn analyse(settings: &Settings, d: &DetectArgs) -> Result<Analysis> {
     load::analyse(
         settings,
         &AnalysisQuery {
             thresholds: thresholds(d),
-            since: since.unwrap_or(crate::model::Timestamp::from_micros(0)),
             topology: d.net.topology.as_deref(),
             pricing: &d.net.prices.pricing,
             series_only: false,
@@ -68,42 +70,41 @@ fn analyse(settings: &Settings, d: &DetectArgs, since: Option<crate::model::Time
 }
 
 fn find<'a>(a: &'a Analysis, id: &str) -> Result<&'a Finding> {
-    match a.findings.iter().find(|f| f.id == id) {
-        Some(f) => Ok(f),
-        None => bail!(
-            "no anomaly {id} in this workspace's last 90 days (with these thresholds); \
-             `egressor anomalies --since 90d --all` lists every finding with its id"
-        ),
-    }
+    a.findings.iter().find(|f| f.id == id).ok_or_else(|| anyhow::anyhow!(not_found(id)))
 }
 
-fn set_state(settings: &Settings, id: &str, state: State, out: &mut dyn Write) -> Result<ExitCode> {
-    // The id may come from a list run with lower thresholds than the defaults: look there second.
+fn set_state(
+    settings: &Settings,
+    id: &str,
+    d: &DetectArgs,
+    state: State,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    // The id comes from a list run with these thresholds, or from one that showed smaller findings.
     let mut found = None;
-    for min_bytes in [Thresholds::default().min_bytes, 0.0] {
-        let a = load::analyse(
-            settings,
-            &AnalysisQuery {
-                thresholds: Thresholds { min_bytes, ..Thresholds::default() },
-                since: crate::model::Timestamp::from_micros(0),
-                topology: None,
-                pricing: &[],
-                series_only: false,
-            },
-        )?;
+    for min_bytes in [d.min_bytes as f64, 0.0] {
+        let query = AnalysisQuery {
+            thresholds: Thresholds { min_bytes, min_cost: rust_decimal::Decimal::ZERO, ..thresholds(d) },
+            topology: d.net.topology.as_deref(),
+            pricing: &d.net.prices.pricing,
+            series_only: false,
+        };
+        let a = load::analyse(settings, &query)?;
         if let Some(f) = a.findings.iter().find(|f| f.id == id) {
             found = Some(f.clone());
             break;
         }
     }
-    let Some(f) = found else {
-        bail!(
-            "no anomaly {id} in this workspace's last 90 days; \
-             `egressor anomalies --since 90d --all` lists every finding with its id"
-        )
-    };
+    let Some(f) = found else { bail!(not_found(id)) };
     let ws = Workspace::open(&settings.workspace)?;
     ws.set_anomaly_state(id, state.as_str(), settings.now, (f.kind.as_str(), &f.subject.key(), f.start))?;
     writeln!(out, "{id} {}: {} on {}, since {}", state.as_str(), f.kind.as_str(), f.subject.name, f.start)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn not_found(id: &str) -> String {
+    format!(
+        "no anomaly {id} in this workspace with these thresholds; `egressor anomalies --since 90d --all` \
+         lists every finding with its id (give `show`/`ack` the thresholds of the list that showed it)"
+    )
 }

@@ -16,7 +16,6 @@ pub fn run(settings: &Settings, args: &BaselineArgs, out: &mut dyn Write) -> Res
         settings,
         &AnalysisQuery {
             thresholds: Thresholds::default(),
-            since,
             topology: args.net.topology.as_deref(),
             pricing: &args.net.prices.pricing,
             series_only: true,

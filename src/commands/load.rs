@@ -112,8 +112,6 @@ pub struct Analysis {
 /// What an analysis needs beyond the workspace.
 pub struct AnalysisQuery<'a> {
     pub thresholds: Thresholds,
-    /// Where the isolation forest starts scoring (the period the user asked about).
-    pub since: Timestamp,
     pub topology: Option<&'a Path>,
     pub pricing: &'a [PathBuf],
     /// Skip detection (a baseline needs the series only).
@@ -148,7 +146,8 @@ pub fn analyse_workspace(ws: &Workspace, now: Timestamp, q: &AnalysisQuery<'_>) 
     if q.series_only {
         return Ok(Analysis { set, findings: Vec::new(), until });
     }
-    let forest_from = set.index_of(q.since.add_micros(-Timestamp::MICROS_PER_DAY));
+    // The forest is trained on the last 28 days and scores them, whatever --since says.
+    let forest_from = set.hours.saturating_sub(28 * 24);
     let mut findings = anomaly::detect(&set, &q.thresholds, forest_from);
     let book = price_book(q.pricing)?;
     let pricing = Pricing { book: &book, topology: topology.as_ref(), until };

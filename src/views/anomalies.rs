@@ -218,7 +218,11 @@ pub fn finding_report(out: &mut dyn Write, f: &Finding, format: Format) -> Resul
     } else if f.score > 0.0 {
         writeln!(out, "  score      {:.2}", f.score)?;
     }
+    let over =
+        matches!(f.kind, crate::engines::anomaly::Kind::Spike | crate::engines::anomaly::Kind::Outlier)
+            && f.end.is_some();
     match (f.cost_per_day, f.projected_extra_per_month) {
+        (Some(d), Some(_)) if over => writeln!(out, "  cost       {} USD, once (it is over)", money(d))?,
         (Some(d), Some(m)) => {
             writeln!(out, "  cost       {} USD/day, {} USD/month projected", money(d), money(m))?
         }

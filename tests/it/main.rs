@@ -2,6 +2,7 @@
 //! the built `egressor` binary as a user would.
 
 mod agent;
+mod anomalies;
 mod architecture;
 mod capture;
 mod cluster;

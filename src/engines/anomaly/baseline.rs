@@ -37,13 +37,13 @@ pub fn stats(values: &[f64]) -> Stats {
     if v.is_empty() {
         return Stats::default();
     }
-    v.sort_by(f64::total_cmp);
+    v.sort_unstable_by(f64::total_cmp);
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
     let median = quantile_sorted(&v, 0.5);
     let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
-    dev.sort_by(f64::total_cmp);
+    dev.sort_unstable_by(f64::total_cmp);
     Stats {
         hours: v.len(),
         mean,
@@ -76,6 +76,21 @@ pub fn median_in_place(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
+/// Median of at most 7 values (no NaN), by insertion sort: the expectation takes two of these
+/// per hour of every series, and the general sort's dispatch costs more than the sorting.
+fn median_small(buf: &mut [f64; 7], n: usize) -> f64 {
+    for i in 1..n {
+        let v = buf[i];
+        let mut j = i;
+        while j > 0 && buf[j - 1] > v {
+            buf[j] = buf[j - 1];
+            j -= 1;
+        }
+        buf[j] = v;
+    }
+    if n % 2 == 1 { buf[n / 2] } else { (buf[n / 2 - 1] + buf[n / 2]) / 2.0 }
+}
+
 /// Hour of the week (Monday 00:00 UTC = 0) of the first hour of a series.
 pub fn hour_of_week(t: Timestamp) -> usize {
     let dt = t.to_datetime();
@@ -96,23 +111,25 @@ pub fn expected_at(x: &[f64], t: usize) -> Option<f64> {
         let mut n = 0;
         for k in 1..=4 {
             if let Some(i) = t.checked_sub(k * HOURS_PER_WEEK)
-                && !x[i].is_nan() {
-                    buf[n] = x[i];
-                    n += 1;
-                }
+                && !x[i].is_nan()
+            {
+                buf[n] = x[i];
+                n += 1;
+            }
         }
-        (n >= 2).then(|| median_in_place(&mut buf[..n]))
+        (n >= 2).then(|| median_small(&mut buf, n))
     };
     let daily = {
         let mut n = 0;
         for k in 1..=7 {
             if let Some(i) = t.checked_sub(k * HOURS_PER_DAY)
-                && !x[i].is_nan() {
-                    buf[n] = x[i];
-                    n += 1;
-                }
+                && !x[i].is_nan()
+            {
+                buf[n] = x[i];
+                n += 1;
+            }
         }
-        (n >= 3).then(|| median_in_place(&mut buf[..n]))
+        (n >= 3).then(|| median_small(&mut buf, n))
     };
     match (weekly, daily) {
         (Some(w), Some(d)) => Some(w.max(d)),

@@ -245,7 +245,14 @@ pub fn slow_burns(x: &[f64], first_hour_of_week: usize, th: &Thresholds) -> Vec<
     let mut out: Vec<Raw> = Vec::new();
     let mut last_fire: Option<usize> = None;
     for d in 0..totals.len() {
-        let Some(hit) = burn_on(&totals, weekday0, d, th) else { continue };
+        let Some(hit) = burn_on(&totals, weekday0, d, th) else {
+            // An open burn goes on while its last week still rises at the minimum growth, even
+            // once the rise no longer stands out of a history that now holds the burn itself.
+            if last_fire.is_some_and(|l| d <= l + 3) && still_rising(&totals, d, th) {
+                last_fire = Some(d);
+            }
+            continue;
+        };
         let detected = offset + (d + 1) * HOURS_PER_DAY;
         match (out.last_mut(), last_fire) {
             (Some(r), Some(l)) if d <= l + 3 => {
@@ -275,10 +282,20 @@ pub fn slow_burns(x: &[f64], first_hour_of_week: usize, th: &Thresholds) -> Vec<
     }
     // A burn that stopped firing more than three days before the data ends has ended.
     if let (Some(r), Some(l)) = (out.last_mut(), last_fire)
-        && l + 3 < totals.len() {
-            r.end = Some(offset + (l + 1) * HOURS_PER_DAY);
-        }
+        && l + 3 < totals.len()
+    {
+        r.end = Some(offset + (l + 1) * HOURS_PER_DAY);
+    }
     out
+}
+
+/// The Theil-Sen growth of the last 7 daily totals is at least the minimum.
+fn still_rising(totals: &[f64], d: usize, th: &Thresholds) -> bool {
+    let logs: Vec<f64> = totals[d.saturating_sub(6)..=d]
+        .iter()
+        .map(|v| if v.is_finite() && *v > 0.0 { v.ln() } else { f64::NAN })
+        .collect();
+    logs.iter().filter(|v| v.is_finite()).count() >= 5 && theil_sen(&logs).exp() - 1.0 >= th.burn_min_growth
 }
 
 struct BurnHit {
@@ -293,6 +310,14 @@ struct BurnHit {
 fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option<BurnHit> {
     let last = totals[d];
     if !last.is_finite() || last <= 0.0 {
+        return None;
+    }
+    // Cheap test first: most series have not risen above the week before at all (a weekend day
+    // is not compared raw: its rise shows only once the weekly rhythm is taken out).
+    let weekday = (weekday0 + d) % 7 < 5;
+    let mut week: Vec<f64> =
+        (d.saturating_sub(7)..d).map(|i| totals[i]).filter(|v| v.is_finite() && *v > 0.0).collect();
+    if weekday && week.len() >= 3 && last < median_in_place(&mut week) * (1.0 + th.burn_min_growth) {
         return None;
     }
     let factor = weekend_factor(totals, weekday0, d);
@@ -313,6 +338,10 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
         }
         let level = median_in_place(&mut before);
         let now = deseason(d);
+        // Cheap tests first: most series have not risen at all.
+        if now < level * (1.0 + th.burn_min_growth).powi(2) || now - level < th.min_bytes {
+            continue;
+        }
         // The rise must stand out of the series' own day-to-day noise: log(now / level) at least
         // 3 robust sigmas of the daily totals of up to four weeks before the window.
         let history: Vec<f64> = (a.saturating_sub(28)..a)
@@ -329,10 +358,6 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
             0.1
         };
         if (now / level).ln() < 3.0 * noise.max(0.01) {
-            continue;
-        }
-        // Cheap tests first: most series have not risen at all.
-        if now < level * (1.0 + th.burn_min_growth).powi(2) || now - level < th.min_bytes {
             continue;
         }
         let logs: Vec<f64> =
@@ -436,9 +461,10 @@ pub fn leaks(x: &[f64], out: &[f32], first_hour_of_week: usize, th: &Thresholds)
         last_fire = Some(t);
     }
     if let (Some(r), Some(l)) = (found.last_mut(), last_fire)
-        && l + 12 < n {
-            r.end = Some(l);
-        }
+        && l + 12 < n
+    {
+        r.end = Some(l);
+    }
     found
 }
 

@@ -4,7 +4,7 @@
 //! (`score`).
 //!
 //! Every detector scans a series from its first hour, so a finding's start, and the id made from
-//! it, do not depend on when or with what `--since` the command ran (ADR 0010).
+//! it, do not depend on when or with what `--since` the command ran (docs/adr/0010-anomalies.md).
 
 pub mod baseline;
 pub mod detectors;
@@ -14,7 +14,7 @@ pub mod score;
 pub mod series;
 
 use crate::model::Timestamp;
-use baseline::{HOURS_PER_DAY, expected_series, hour_of_week, residual_sigma};
+use baseline::{HOURS_PER_DAY, expected_series, hour_of_week, log_residual_sigma};
 use detectors::{Raw, RawKind};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -22,8 +22,10 @@ use serde::Serialize;
 /// The JSON schema of `egressor anomalies --output json` (docs/schemas/anomalies.v1.json).
 pub const ANOMALIES_SCHEMA: &str = "egressor.anomalies/v1";
 
-/// How much history findings are computed over: what a subject is "new" against.
-pub const HISTORY_DAYS: i64 = 90;
+/// How much history findings are computed over: what a subject is "new" against, and where every
+/// scan starts. The rollups' retention (400 days by default) bounds it: a finding's start, and so
+/// its id, stay the same as long as the rollups it started in are kept.
+pub const HISTORY_DAYS: i64 = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
@@ -217,7 +219,7 @@ pub struct Evidence {
     pub start: Timestamp,
     pub observed: Vec<Option<f64>>,
     pub expected: Vec<Option<f64>>,
-    /// expected +- 3 sigma of the last week's residuals (low clipped at 0).
+    /// expected x/÷ exp(3 sigma) of the last week's log residuals: the spike detector's band.
     pub low: Vec<Option<f64>>,
     pub high: Vec<Option<f64>>,
 }
@@ -312,11 +314,7 @@ pub fn detect(set: &SeriesSet, th: &Thresholds, forest_from: usize) -> Vec<Findi
 fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
     let x = &s.bytes;
     let how0 = hour_of_week(set.start);
-    // Before its first byte the subject did not exist: those hours are no history of it (a new
-    // endpoint's fourth day is not a spike over the zeros before it was born).
-    let born = x.iter().position(|v| *v > 0.0).unwrap_or(x.len());
-    let lived: Vec<f64> = x.iter().enumerate().map(|(i, v)| if i < born { f64::NAN } else { *v }).collect();
-    let expected = expected_series(&lived);
+    let expected = expected_series(&lived(x));
     let mut raws = detectors::spikes(x, &expected, th);
     raws.extend(detectors::slow_burns(x, how0, th));
     let sub = &s.subject;
@@ -347,6 +345,16 @@ fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: us
         ]
     };
     let from = from.max(th.learn_hours);
+    // Hours that could be outliers at all; most edges have none, and then no forest is grown.
+    let candidates: Vec<usize> = (from..x.len())
+        .filter(|&t| {
+            let e = expected[t];
+            !x[t].is_nan() && !e.is_nan() && x[t] >= OUTLIER_RATIO * e && x[t] - e >= th.min_bytes / 48.0
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
     let train: Vec<forest::Point> = (x.len().saturating_sub(28 * HOURS_PER_DAY)..x.len())
         .filter(|&t| !x[t].is_nan())
         .map(point)
@@ -362,11 +370,7 @@ fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: us
     let f = forest::Forest::train(&train, seed);
     let mut score = vec![0.0; x.len()];
     let mut flagged = Vec::new();
-    for t in from..x.len() {
-        let e = expected[t];
-        if x[t].is_nan() || e.is_nan() || x[t] < OUTLIER_RATIO * e || x[t] - e < th.min_bytes / 48.0 {
-            continue;
-        }
+    for t in candidates {
         score[t] = f.score(&point(t));
         if score[t] >= th.forest_threshold {
             flagged.push(t);
@@ -420,14 +424,24 @@ fn evidence(set: &SeriesSet, s: &Series, expected: &[f64], start: usize, end: Op
     band(set, s, expected, a, b)
 }
 
-/// The hours `[from, len)` of a series against its expectation and band (`baseline` draws it).
+/// The hours `[from, len)` of a series against its expectation and band, as the detectors see
+/// them (`baseline` draws it).
 pub fn recent(set: &SeriesSet, s: &Series, from: usize) -> Evidence {
-    let expected = expected_series(&s.bytes);
+    let expected = expected_series(&lived(&s.bytes));
     band(set, s, &expected, from.min(s.bytes.len()), s.bytes.len())
 }
 
-/// Observed, expected and the band expected +- 3 sigma (sigma: the last week's residual spread,
-/// at least 10% of the expectation) for the hours `[a, b)`.
+/// A series with the hours before its first byte missing: the subject did not exist then, so
+/// those hours are no history of it (a new endpoint's fourth day is not a spike over the zeros
+/// before it was born).
+fn lived(x: &[f64]) -> Vec<f64> {
+    let born = x.iter().position(|v| *v > 0.0).unwrap_or(x.len());
+    x.iter().enumerate().map(|(i, v)| if i < born { f64::NAN } else { *v }).collect()
+}
+
+/// Observed, expected and the band the spike detector uses, for the hours `[a, b)`: expected
+/// x/÷ exp(3 sigma), sigma the last week's spread of log residuals (at least 0.05), as spikes are
+/// judged on the log scale.
 fn band(set: &SeriesSet, s: &Series, expected: &[f64], a: usize, b: usize) -> Evidence {
     let x = &s.bytes;
     let opt = |v: f64| (!v.is_nan()).then_some(v.round());
@@ -436,12 +450,12 @@ fn band(set: &SeriesSet, s: &Series, expected: &[f64], a: usize, b: usize) -> Ev
     for t in a..b {
         let day = t / HOURS_PER_DAY;
         if sigma.0 != day {
-            sigma = (day, residual_sigma(x, expected, day * HOURS_PER_DAY));
+            sigma = (day, log_residual_sigma(x, expected, day * HOURS_PER_DAY));
         }
         let e = expected[t];
-        let spread = 3.0 * if sigma.1.is_nan() { 0.25 * e } else { sigma.1.max(0.1 * e) };
-        low.push(opt((e - spread).max(0.0)));
-        high.push(opt(e + spread));
+        let spread = (3.0 * if sigma.1.is_nan() { 0.25 } else { sigma.1 }.max(0.05)).exp();
+        low.push(opt((1.0 + e) / spread - 1.0).map(|v| v.max(0.0)));
+        high.push(opt((1.0 + e) * spread - 1.0));
     }
     Evidence {
         start: set.hour(a),

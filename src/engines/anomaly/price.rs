@@ -80,6 +80,8 @@ pub fn price(
             (Kind::SlowBurn, Some(slope)) => {
                 (per_byte * Decimal::from(slope.round() as i64) * Decimal::from(TREND_DAYS_SUM)).round_dp(6)
             }
+            // A spike that is over happened once: it projects nothing onto the month.
+            (Kind::Spike | Kind::Outlier, _) if f.end.is_some() => Decimal::ZERO,
             _ => (per_day * Decimal::from(cost::HOURS_PER_MONTH) / Decimal::from(24)).round_dp(6),
         });
         let per_gb = (per_byte * Decimal::from(1_000_000_000u64)).round_dp(6);

@@ -25,9 +25,12 @@ pub fn same_party(name: &str, label: &str) -> bool {
         return true;
     }
     if let Some((ns, n)) = label.split_once('/')
-        && !n.contains('/') && name.starts_with(&format!("{ns}/")) && name.ends_with(&format!("/{n}")) {
-            return true;
-        }
+        && !n.contains('/')
+        && name.starts_with(&format!("{ns}/"))
+        && name.ends_with(&format!("/{n}"))
+    {
+        return true;
+    }
     let ip = label.split([' ', ':']).next().unwrap_or("");
     let name_ip = name.trim_start_matches("internet ");
     if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() && name_ip == ip {
@@ -59,8 +62,10 @@ pub fn matches(f: &Finding, l: &Label) -> bool {
         return false;
     }
     let mut names: Vec<&str> = f.subject.ends.iter().map(String::as_str).collect();
-    // `also` holds `TYPE KIND:NAME`: the name is after the first colon.
-    names.extend(f.also.iter().filter_map(|a| a.split_once(':').map(|(_, n)| n)));
+    // `also` holds `TYPE KIND:NAME` (the name after the first colon) or `spike ID at TIME`.
+    names.extend(
+        f.also.iter().filter(|a| !a.starts_with("spike ")).filter_map(|a| a.split_once(':').map(|(_, n)| n)),
+    );
     let has = |p: &str| names.iter().any(|n| same_party(n, p));
     match &l.remote {
         Some(r) if f.subject.kind == super::SubjectKind::Edge => has(&l.subject) && has(r),
