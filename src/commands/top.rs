@@ -36,7 +36,10 @@ pub fn run(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<E
         views::reports::live_snapshot(out, &model, args.out.output.into(), settings.color)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let app = views::top::App::new(model, feed.describe());
+    let mut app = views::top::App::new(model, feed.describe());
+    if let Some(ws) = &ws {
+        app.anomalies = open_anomalies(ws, settings, args)?;
+    }
     views::top::run(app, feed.as_mut(), args.interval, &book, topology.as_ref())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -114,4 +117,34 @@ fn local_feed(args: &TopArgs) -> Result<crate::agent::live::LocalFeed> {
         .unwrap_or_else(|_| "localhost".into());
     let windower = crate::agent::window::Windower::new(&node, cgroup_root);
     Ok(crate::agent::live::LocalFeed::new(Box::new(kernel), windower, &node, Timestamp::now()))
+}
+
+/// The workspace's open anomalies going on in the last 24 hours, costliest first, for the pane.
+fn open_anomalies(
+    ws: &Workspace,
+    settings: &Settings,
+    args: &TopArgs,
+) -> Result<Vec<views::top::AnomalyLine>> {
+    let query = load::AnalysisQuery {
+        thresholds: crate::engines::anomaly::Thresholds::default(),
+        topology: args.net.topology.as_deref(),
+        pricing: &args.net.prices.pricing,
+        series_only: false,
+    };
+    let since = settings.now.add_micros(-Timestamp::MICROS_PER_DAY);
+    let mut found: Vec<_> = load::analyse_workspace(ws, settings.now, &query)?
+        .findings
+        .into_iter()
+        .filter(|f| f.state == crate::engines::anomaly::State::Open && f.end.is_none_or(|e| e > since))
+        .collect();
+    found.sort_by(|a, b| b.cost_per_day.cmp(&a.cost_per_day).then_with(|| a.id.cmp(&b.id)));
+    Ok(found
+        .into_iter()
+        .map(|f| views::top::AnomalyLine {
+            id: f.id,
+            kind: f.kind.as_str(),
+            subject: f.subject.name,
+            cost_per_day: f.cost_per_day,
+        })
+        .collect())
 }

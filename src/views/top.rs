@@ -66,6 +66,17 @@ pub struct App {
     selected: usize,
     popup: Popup,
     pub status: Option<String>,
+    /// Open anomalies of the workspace (last 24 hours), costliest first: the anomalies pane.
+    pub anomalies: Vec<AnomalyLine>,
+}
+
+/// One finding as the anomalies pane shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyLine {
+    pub id: String,
+    pub kind: &'static str,
+    pub subject: String,
+    pub cost_per_day: Option<Decimal>,
 }
 
 impl App {
@@ -80,6 +91,7 @@ impl App {
             selected: 0,
             popup: Popup::None,
             status: None,
+            anomalies: Vec::new(),
         }
     }
 
@@ -263,15 +275,20 @@ pub fn draw(f: &mut Frame, app: &App) {
         })
         .split(rows[1]);
     draw_edges(f, app, body[0]);
+    let anomalies_h = if app.anomalies.is_empty() { 0 } else { (app.anomalies.len() as u16 * 2 + 2).min(8) };
     let right = Layout::default()
         .direction(LDir::Vertical)
         .constraints([
             Constraint::Length((m.class_rate.len() as u16 + 5).min(body[1].height / 2 + 2)),
+            Constraint::Length(anomalies_h),
             Constraint::Min(3),
         ])
         .split(body[1]);
     draw_cost(f, app, right[0]);
-    draw_graph(f, app, right[1]);
+    if anomalies_h > 0 {
+        draw_anomalies(f, app, right[1]);
+    }
+    draw_graph(f, app, right[2]);
 
     let footer = match &app.editing_filter {
         Some(buf) => format!(" filter: {buf}▏ (Enter apply, Esc cancel)"),
@@ -375,6 +392,31 @@ fn draw_cost(f: &mut Frame, app: &App, area: Rect) {
     )));
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" cost rate ")),
+        area,
+    );
+}
+
+/// Open anomalies (from the workspace, last 24 hours): type, cost a day, subject, id for
+/// `egressor anomalies show`.
+fn draw_anomalies(f: &mut Frame, app: &App, area: Rect) {
+    let cur = &app.model.currency;
+    let inner = area.width.saturating_sub(2) as usize;
+    let mut lines = Vec::new();
+    for a in app.anomalies.iter().take(area.height.saturating_sub(2) as usize / 2) {
+        let cost = a.cost_per_day.map(|c| format!("{} {cur}/day", money(c))).unwrap_or_default();
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{} ", a.kind),
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(cost),
+            Span::styled(format!(" {}", a.id), Style::default().add_modifier(Modifier::DIM)),
+        ]));
+        let subject: String = a.subject.chars().take(inner.saturating_sub(2)).collect();
+        lines.push(Line::from(format!("  {subject}")));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" anomalies ")),
         area,
     );
 }

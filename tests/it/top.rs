@@ -122,6 +122,25 @@ fn main_screen_wide() {
 }
 
 #[test]
+fn the_anomalies_pane_shows_open_findings_with_their_cost() {
+    let mut app = app();
+    assert!(!screen(&app, 140, 30).contains(" anomalies "), "no pane without anomalies");
+    app.anomalies = vec![egressor::views::top::AnomalyLine {
+        id: "sp-444848e2".into(),
+        kind: "spike",
+        subject: "shop/Deployment/catalog <-> shop/Deployment/recommendations".into(),
+        cost_per_day: Some(rust_decimal::Decimal::new(65, 2)),
+    }];
+    let s = screen(&app, 140, 30);
+    assert!(s.contains(" anomalies "), "{s}");
+    assert!(s.contains("spike 0.65 USD/day sp-444848e2"), "{s}");
+    assert!(s.contains("shop/Deployment/catalog"), "{s}");
+    for (w, h) in [(80, 24), (40, 10), (20, 5)] {
+        screen(&app, w, h);
+    }
+}
+
+#[test]
 fn keys_sort_filter_drill_help_pause_level_quit() {
     let mut a = app();
     let first = |a: &App| a.visible()[0].src.clone() + " -> " + &a.visible()[0].dst;
