@@ -10,26 +10,20 @@
 use crate::engines::anomaly::score::Label;
 use crate::engines::anomaly::{Kind, Series, SeriesSet, Subject, SubjectKind};
 use crate::model::Timestamp;
+use crate::model::rng::SplitMix64;
 
-/// A seeded generator (SplitMix64): the same seed gives the same scenario.
-struct Rng(u64);
+/// Draws beyond the uniform ones of [`SplitMix64`]: the same seed gives the same scenario.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.0.below(n)
     }
     fn range(&mut self, a: f64, b: f64) -> f64 {
         a + (b - a) * self.unit()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
     /// exp(N(0, sigma)) by Box-Muller.
     fn lognormal(&mut self, sigma: f64) -> f64 {
@@ -87,7 +81,7 @@ fn workload(i: usize) -> String {
 /// One scenario: `series` background edges over `days` days from a Monday-or-later start, the
 /// nuisances always, the launch ramp and the injected events only when `inject`.
 pub fn generate(seed: u64, days: usize, series: usize, inject: bool) -> Generated {
-    let mut rng = Rng(seed ^ 0x005E_ED0F_5CE4_A210);
+    let mut rng = Rng(SplitMix64(seed ^ 0x005E_ED0F_5CE4_A210));
     let hours = days * 24;
     // Start on a varying weekday, at midnight UTC.
     let start = Timestamp::parse("2026-09-07T00:00:00Z")

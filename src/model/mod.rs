@@ -7,6 +7,7 @@
 
 pub mod fxhash;
 pub mod k8s;
+pub mod rng;
 mod time;
 mod traffic;
 

@@ -106,35 +106,28 @@ pub fn hour_of_week(t: Timestamp) -> usize {
 /// days (a finished launch, a trend), so neither a quiet Sunday nor last week's lower level makes an
 /// ordinary hour look like a spike. `None` while the series has too little history (learning).
 pub fn expected_at(x: &[f64], t: usize) -> Option<f64> {
-    let mut buf = [0.0f64; 7];
-    let weekly = {
-        let mut n = 0;
-        for k in 1..=4 {
-            if let Some(i) = t.checked_sub(k * HOURS_PER_WEEK)
-                && !x[i].is_nan()
-            {
-                buf[n] = x[i];
-                n += 1;
-            }
-        }
-        (n >= 2).then(|| median_small(&mut buf, n))
-    };
-    let daily = {
-        let mut n = 0;
-        for k in 1..=7 {
-            if let Some(i) = t.checked_sub(k * HOURS_PER_DAY)
-                && !x[i].is_nan()
-            {
-                buf[n] = x[i];
-                n += 1;
-            }
-        }
-        (n >= 3).then(|| median_small(&mut buf, n))
-    };
+    let weekly = lagged_median(x, t, HOURS_PER_WEEK, 4, 2);
+    let daily = lagged_median(x, t, HOURS_PER_DAY, 7, 3);
     match (weekly, daily) {
         (Some(w), Some(d)) => Some(w.max(d)),
         (a, b) => a.or(b),
     }
+}
+
+/// The median of the values `step`, 2 `step`, ... `count` `step` hours before `t` (at most 7),
+/// if at least `min` of them are present.
+fn lagged_median(x: &[f64], t: usize, step: usize, count: usize, min: usize) -> Option<f64> {
+    let mut buf = [0.0f64; 7];
+    let mut n = 0;
+    for k in 1..=count {
+        if let Some(i) = t.checked_sub(k * step)
+            && !x[i].is_nan()
+        {
+            buf[n] = x[i];
+            n += 1;
+        }
+    }
+    (n >= min).then(|| median_small(&mut buf, n))
 }
 
 /// The expectation for every hour of a series (NaN while learning).

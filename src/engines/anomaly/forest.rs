@@ -7,6 +7,8 @@
 pub const FEATURES: usize = 4;
 pub type Point = [f64; FEATURES];
 
+use crate::model::rng::SplitMix64 as Rng;
+
 pub const TREES: usize = 50;
 pub const SAMPLE: usize = 256;
 
@@ -18,24 +20,6 @@ enum Node {
 pub struct Forest {
     trees: Vec<Node>,
     sample: usize,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Average path length of an unsuccessful search in a binary search tree of n points.
