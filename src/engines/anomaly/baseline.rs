@@ -130,6 +130,53 @@ fn lagged_median(x: &[f64], t: usize, step: usize, count: usize, min: usize) -> 
     (n >= min).then(|| median_small(&mut buf, n))
 }
 
+/// The expectation of a series' hours, computed when asked: most hours need none (a cheap bound,
+/// [`Expectation::floor`], rules a spike out), and the expectation is most of the detectors' work.
+pub struct Expectation<'a> {
+    x: &'a [f64],
+    v: Vec<f64>,
+    known: Vec<bool>,
+}
+
+impl<'a> Expectation<'a> {
+    pub fn new(x: &'a [f64]) -> Self {
+        Expectation { x, v: vec![f64::NAN; x.len()], known: vec![false; x.len()] }
+    }
+
+    /// [`expected_at`] of hour `t` (NaN while learning).
+    pub fn at(&mut self, t: usize) -> f64 {
+        if !self.known[t] {
+            self.v[t] = expected_at(self.x, t).unwrap_or(f64::NAN);
+            self.known[t] = true;
+        }
+        self.v[t]
+    }
+
+    /// Computes the hours `[a, b)` and returns every hour's value (valid where computed).
+    pub fn upto(&mut self, a: usize, b: usize) -> &[f64] {
+        for t in a..b.min(self.x.len()) {
+            self.at(t);
+        }
+        &self.v
+    }
+
+    /// A value the expectation of hour `t` is never below, cheap to know: the smallest of the same
+    /// hours of the last 7 days when at least 3 are present (their median, and so the expectation,
+    /// is at least that). `None` when there is no such bound.
+    pub fn floor(&self, t: usize) -> Option<f64> {
+        let (mut n, mut min) = (0, f64::INFINITY);
+        for k in 1..=7 {
+            if let Some(i) = t.checked_sub(k * HOURS_PER_DAY)
+                && !self.x[i].is_nan()
+            {
+                n += 1;
+                min = min.min(self.x[i]);
+            }
+        }
+        (n >= 3).then_some(min)
+    }
+}
+
 /// The expectation for every hour of a series (NaN while learning).
 pub fn expected_series(x: &[f64]) -> Vec<f64> {
     (0..x.len()).map(|t| expected_at(x, t).unwrap_or(f64::NAN)).collect()

@@ -6,7 +6,7 @@
 //! evidence and prices.
 
 use super::Thresholds;
-use super::baseline::{HOURS_PER_DAY, MAD_TO_SIGMA, log_residual_sigma, median_in_place};
+use super::baseline::{Expectation, HOURS_PER_DAY, MAD_TO_SIGMA, log_residual_sigma, median_in_place};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RawKind {
@@ -85,26 +85,32 @@ impl Runs {
 /// Hours far above the seasonal expectation: observed >= ratio x expected and a robust z-score of
 /// log bytes (against the spread of the last week's log residuals) >= the threshold; runs of them are one spike
 /// with a start and an end. `flag_score` decides the hours (the spike rule, or the forest's).
-pub fn spikes(x: &[f64], expected: &[f64], th: &Thresholds) -> Vec<Raw> {
+pub fn spikes(x: &[f64], exp: &mut Expectation<'_>, th: &Thresholds) -> Vec<Raw> {
     let mut runs = Runs::new();
     let mut score = vec![0.0f64; 0];
     let mut sigma_day = (usize::MAX, f64::NAN);
     // The smallest hourly excess that could belong to a spike worth reporting (a two-day spike).
     let floor = th.min_bytes / 48.0;
     let first = x.iter().position(|v| *v > 0.0).unwrap_or(x.len());
-    for t in 0..x.len() {
-        let (v, e) = (x[t], expected[t]);
-        if v.is_nan() || e.is_nan() || v < th.spike_ratio * e || v - e < floor {
-            continue;
-        }
+    for (t, &v) in x.iter().enumerate() {
         // A spike is judged against a week of the subject's own history (its weekly rhythm is not
         // known before); a subject's first days are the new-endpoint detector's.
-        if first + 7 * HOURS_PER_DAY > t {
+        if v.is_nan() || v < floor || first + 7 * HOURS_PER_DAY > t {
+            continue;
+        }
+        // Cheap bound first: below ratio x a floor of the expectation, it is no spike.
+        if exp.floor(t).is_some_and(|f| v < th.spike_ratio * f) {
+            continue;
+        }
+        let e = exp.at(t);
+        if e.is_nan() || v < th.spike_ratio * e || v - e < floor {
             continue;
         }
         let day = t / HOURS_PER_DAY;
         if sigma_day.0 != day {
-            sigma_day = (day, log_residual_sigma(x, expected, day * HOURS_PER_DAY));
+            let from = (day * HOURS_PER_DAY).saturating_sub(7 * HOURS_PER_DAY);
+            sigma_day =
+                (day, log_residual_sigma(x, exp.upto(from, day * HOURS_PER_DAY), day * HOURS_PER_DAY));
         }
         // On the log scale, against the last week's residual spread; until a week of residuals
         // exists the spread is taken as 0.25 (about +-28%), and never below 0.05 (+-5%): a
@@ -121,7 +127,7 @@ pub fn spikes(x: &[f64], expected: &[f64], th: &Thresholds) -> Vec<Raw> {
     }
     runs.finish()
         .into_iter()
-        .filter_map(|(a, b)| excursion(RawKind::Spike, x, expected, a, b, &score, th))
+        .filter_map(|(a, b)| excursion(RawKind::Spike, x, exp.upto(a, b + 1), a, b, &score, th))
         .collect()
 }
 
@@ -536,12 +542,15 @@ mod tests {
         for v in &mut x[12 * 24 + 14..12 * 24 + 16] {
             *v *= 8.0;
         }
-        let e = super::super::baseline::expected_series(&x);
-        let s = spikes(&x, &e, &th());
+        let s = spikes(&x, &mut Expectation::new(&x), &th());
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!((s[0].start, s[0].end), (12 * 24 + 14, Some(12 * 24 + 16)));
         assert!(s[0].observed_per_day > 5.0 * s[0].expected_per_day);
-        assert!(spikes(&diurnal(14, 1e6), &e, &th()).is_empty(), "no spike in a quiet series");
+        let quiet = diurnal(14, 1e6);
+        assert!(
+            spikes(&quiet, &mut Expectation::new(&quiet), &th()).is_empty(),
+            "no spike in a quiet series"
+        );
     }
 
     #[test]

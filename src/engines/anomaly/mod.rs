@@ -14,7 +14,7 @@ pub mod score;
 pub mod series;
 
 use crate::model::Timestamp;
-use baseline::{HOURS_PER_DAY, expected_series, hour_of_week, log_residual_sigma};
+use baseline::{Expectation, HOURS_PER_DAY, expected_series, hour_of_week, log_residual_sigma};
 use detectors::{Raw, RawKind};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -314,8 +314,9 @@ pub fn detect(set: &SeriesSet, th: &Thresholds, forest_from: usize) -> Vec<Findi
 fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
     let x = &s.bytes;
     let how0 = hour_of_week(set.start);
-    let expected = expected_series(&lived(x));
-    let mut raws = detectors::spikes(x, &expected, th);
+    let lived = lived(x);
+    let mut expected = Expectation::new(&lived);
+    let mut raws = detectors::spikes(x, &mut expected, th);
     raws.extend(detectors::slow_burns(x, how0, th));
     let sub = &s.subject;
     if matches!(sub.kind, SubjectKind::Edge | SubjectKind::External) {
@@ -325,15 +326,21 @@ fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) 
         }
     }
     if th.forest && sub.kind == SubjectKind::Edge && !s.out.is_empty() {
-        raws.extend(outliers(s, &expected, how0, th, forest_from));
+        raws.extend(outliers(s, &mut expected, how0, th, forest_from));
     }
-    raws.into_iter().map(|r| finding(set, s, &expected, r)).collect()
+    raws.into_iter().map(|r| finding(set, s, &mut expected, r)).collect()
 }
 
 /// The forest's outliers on an edge: hours well above the expectation that a forest trained on
 /// the edge's last 28 days (the hours scored included, as isolation forests are used: outliers are
 /// the few points that isolate quickly among them) scores as unusual.
-fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: usize) -> Vec<Raw> {
+fn outliers(
+    s: &Series,
+    expected: &mut Expectation<'_>,
+    how0: usize,
+    th: &Thresholds,
+    from: usize,
+) -> Vec<Raw> {
     let x = &s.bytes;
     let point = |t: usize| -> forest::Point {
         let out = f64::from(s.out[t]);
@@ -346,10 +353,15 @@ fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: us
     };
     let from = from.max(th.learn_hours);
     // Hours that could be outliers at all; most edges have none, and then no forest is grown.
+    let floor = th.min_bytes / 48.0;
     let candidates: Vec<usize> = (from..x.len())
         .filter(|&t| {
-            let e = expected[t];
-            !x[t].is_nan() && !e.is_nan() && x[t] >= OUTLIER_RATIO * e && x[t] - e >= th.min_bytes / 48.0
+            let v = x[t];
+            if v.is_nan() || v < floor || expected.floor(t).is_some_and(|f| v < OUTLIER_RATIO * f) {
+                return false;
+            }
+            let e = expected.at(t);
+            !e.is_nan() && v >= OUTLIER_RATIO * e && v - e >= floor
         })
         .collect();
     if candidates.is_empty() {
@@ -384,11 +396,13 @@ fn outliers(s: &Series, expected: &[f64], how0: usize, th: &Thresholds, from: us
         }
     }
     runs.into_iter()
-        .filter_map(|(a, b)| detectors::excursion(RawKind::Outlier, x, expected, a, b, &score, th))
+        .filter_map(|(a, b)| {
+            detectors::excursion(RawKind::Outlier, x, expected.upto(a, b + 1), a, b, &score, th)
+        })
         .collect()
 }
 
-fn finding(set: &SeriesSet, s: &Series, expected: &[f64], r: Raw) -> Finding {
+fn finding(set: &SeriesSet, s: &Series, expected: &mut Expectation<'_>, r: Raw) -> Finding {
     let kind = Kind::of(r.kind);
     let start = set.hour(r.start);
     let excess = (r.observed_per_day - r.expected_per_day).max(0.0);
@@ -418,10 +432,18 @@ fn finding(set: &SeriesSet, s: &Series, expected: &[f64], r: Raw) -> Finding {
 }
 
 /// Two days before the finding to a day after it (at most 14 days), against the band.
-fn evidence(set: &SeriesSet, s: &Series, expected: &[f64], start: usize, end: Option<usize>) -> Evidence {
+fn evidence(
+    set: &SeriesSet,
+    s: &Series,
+    expected: &mut Expectation<'_>,
+    start: usize,
+    end: Option<usize>,
+) -> Evidence {
     let a = start.saturating_sub(2 * HOURS_PER_DAY);
     let b = end.map_or(s.bytes.len(), |e| (e + HOURS_PER_DAY).min(s.bytes.len())).min(a + 14 * HOURS_PER_DAY);
-    band(set, s, expected, a, b)
+    // The band's spread is the week of residuals before each day of it.
+    let from = (a / HOURS_PER_DAY * HOURS_PER_DAY).saturating_sub(7 * HOURS_PER_DAY);
+    band(set, s, expected.upto(from, b), a, b)
 }
 
 /// The hours `[from, len)` of a series against its expectation and band, as the detectors see
