@@ -4,7 +4,7 @@
 use crate::cli::Settings;
 use crate::engines::anomaly::price::{self, Pricing};
 use crate::engines::anomaly::series::{self, Labeler};
-use crate::engines::anomaly::{self, Finding, HISTORY_DAYS, SeriesSet, State, Thresholds};
+use crate::engines::anomaly::{self, Finding, SeriesSet, State, Thresholds};
 use crate::engines::classify::Classifier;
 use crate::engines::cloud_ranges::CloudRanges;
 use crate::engines::cost::{self, CostInput, CostReport, GroupBy, Period};
@@ -118,7 +118,7 @@ pub struct AnalysisQuery<'a> {
     pub series_only: bool,
 }
 
-/// Builds the hourly series of the last [`HISTORY_DAYS`] of rollups, runs the detectors, prices
+/// Builds the hourly series of every kept rollup, runs the detectors, prices
 /// each finding with the cost engine and joins the states the user set.
 pub fn analyse(settings: &Settings, q: &AnalysisQuery<'_>) -> Result<Analysis> {
     let ws = Workspace::open(&settings.workspace)?;
@@ -137,7 +137,10 @@ pub fn analyse_workspace(ws: &Workspace, now: Timestamp, q: &AnalysisQuery<'_>) 
         });
     };
     let until = now.min(last.add_micros(Timestamp::MICROS_PER_HOUR)).max(first);
-    let start = first.max(until.add_micros(-HISTORY_DAYS * Timestamp::MICROS_PER_DAY));
+    // Every scan starts at the oldest kept rollup, so a finding's start (and its id) stays the same
+    // while the rollups it started in are kept (ADR 0010).
+    let rollup_days = i64::from(ws.retention()?.1);
+    let start = first.max(until.add_micros(-rollup_days * Timestamp::MICROS_PER_DAY));
     let hours = ((until.micros() - start.micros()) / Timestamp::MICROS_PER_HOUR) as usize;
     let rows = ws.hourly_traffic(start, until)?;
     let ranges = CloudRanges::shipped()?;

@@ -182,23 +182,15 @@ pub fn expected_series(x: &[f64]) -> Vec<f64> {
     (0..x.len()).map(|t| expected_at(x, t).unwrap_or(f64::NAN)).collect()
 }
 
-/// Robust spread of the residuals (observed - expected) over the week before `t`:
-/// 1.4826 x MAD, i.e. a standard deviation that one bad hour does not inflate.
-pub fn residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
-    residual_spread(x, expected, t, |v| v)
-}
-
-/// [`residual_sigma`] of log(1 + bytes): traffic noise is multiplicative (a series that swings
-/// 2x hour to hour is not unusual at 2x), so spikes are judged on the log scale.
+/// Robust spread (1.4826 x MAD: a standard deviation one bad hour does not inflate) of the log
+/// residuals, log(1 + observed) - log(1 + expected), over the week before `t`. Traffic noise is
+/// multiplicative (a series that swings 2x hour to hour is not unusual at 2x), so spikes and
+/// their band are judged on the log scale. NaN with less than a day of residuals.
 pub fn log_residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
-    residual_spread(x, expected, t, f64::ln_1p)
-}
-
-fn residual_spread(x: &[f64], expected: &[f64], t: usize, f: impl Fn(f64) -> f64) -> f64 {
     let from = t.saturating_sub(HOURS_PER_WEEK);
     let mut r: Vec<f64> = (from..t)
         .filter(|&i| !x[i].is_nan() && !expected[i].is_nan())
-        .map(|i| f(x[i]) - f(expected[i]))
+        .map(|i| x[i].ln_1p() - expected[i].ln_1p())
         .collect();
     if r.len() < HOURS_PER_DAY {
         return f64::NAN;
@@ -277,7 +269,7 @@ mod tests {
         // the larger is taken, so a quiet Saturday never lowers what an ordinary hour is compared to.
         let sat = 2 * HOURS_PER_WEEK + 5 * 24 + 3;
         assert_eq!(expected_at(&x, sat), Some(100.0));
-        let sigma = residual_sigma(&x, &expected_series(&x), 3 * HOURS_PER_WEEK);
+        let sigma = log_residual_sigma(&x, &expected_series(&x), 3 * HOURS_PER_WEEK);
         assert!(sigma.is_finite());
     }
 

@@ -5,22 +5,13 @@
 //! Each returns [`Raw`] findings in hour indices; `super` turns them into findings with ids,
 //! evidence and prices.
 
-use super::Thresholds;
 use super::baseline::{Expectation, HOURS_PER_DAY, MAD_TO_SIGMA, log_residual_sigma, median_in_place};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RawKind {
-    Spike,
-    SlowBurn,
-    NewEndpoint,
-    Leak,
-    Outlier,
-}
+use super::{Kind, Thresholds};
 
 /// A detection in hour indices of its series.
 #[derive(Debug, Clone)]
 pub struct Raw {
-    pub kind: RawKind,
+    pub kind: Kind,
     pub start: usize,
     /// Exclusive; `None` while it is still going on at the last hour.
     pub end: Option<usize>,
@@ -39,7 +30,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    fn new(kind: RawKind, start: usize) -> Raw {
+    fn new(kind: Kind, start: usize) -> Raw {
         Raw {
             kind,
             start,
@@ -127,13 +118,13 @@ pub fn spikes(x: &[f64], exp: &mut Expectation<'_>, th: &Thresholds) -> Vec<Raw>
     }
     runs.finish()
         .into_iter()
-        .filter_map(|(a, b)| excursion(RawKind::Spike, x, exp.upto(a, b + 1), a, b, &score, th))
+        .filter_map(|(a, b)| excursion(Kind::Spike, x, exp.upto(a, b + 1), a, b, &score, th))
         .collect()
 }
 
 /// A run of flagged hours [a, b] as a finding, if it adds enough bytes.
 pub fn excursion(
-    kind: RawKind,
+    kind: Kind,
     x: &[f64],
     expected: &[f64],
     a: usize,
@@ -273,7 +264,7 @@ pub fn slow_burns(x: &[f64], first_hour_of_week: usize, th: &Thresholds) -> Vec<
                 if let (Some(p), Some(l)) = (prev, l) {
                     p.end = Some(offset + (l + 1) * HOURS_PER_DAY);
                 }
-                let mut r = Raw::new(RawKind::SlowBurn, offset + hit.start_day * HOURS_PER_DAY);
+                let mut r = Raw::new(Kind::SlowBurn, offset + hit.start_day * HOURS_PER_DAY);
                 r.detected = detected;
                 r.expected_per_day = hit.expected;
                 r.observed_per_day = hit.observed;
@@ -430,7 +421,7 @@ pub fn new_endpoint(x: &[f64], th: &Thresholds) -> Option<Raw> {
     let detected = detected?;
     let day: f64 = x[first..(first + HOURS_PER_DAY).min(x.len())].iter().filter(|v| !v.is_nan()).sum();
     let last = x.iter().rposition(|v| *v > 0.0).unwrap_or(first);
-    let mut r = Raw::new(RawKind::NewEndpoint, first);
+    let mut r = Raw::new(Kind::NewEndpoint, first);
     r.detected = detected;
     r.end = (last + HOURS_PER_DAY < x.len()).then_some(last + 1);
     r.observed_per_day = day * HOURS_PER_DAY as f64 / (x.len() - first).min(HOURS_PER_DAY) as f64;
@@ -458,7 +449,7 @@ pub fn leaks(x: &[f64], out: &[f32], first_hour_of_week: usize, th: &Thresholds)
                 while x[start].is_nan() {
                     start += 1;
                 }
-                let mut r = Raw::new(RawKind::Leak, start);
+                let mut r = Raw::new(Kind::Leak, start);
                 r.detected = t;
                 r.observed_per_day = rate;
                 found.push(r);

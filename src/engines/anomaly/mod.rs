@@ -15,17 +15,12 @@ pub mod series;
 
 use crate::model::Timestamp;
 use baseline::{Expectation, HOURS_PER_DAY, expected_series, hour_of_week, log_residual_sigma};
-use detectors::{Raw, RawKind};
+use detectors::Raw;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 /// The JSON schema of `egressor anomalies --output json` (docs/schemas/anomalies.v1.json).
 pub const ANOMALIES_SCHEMA: &str = "egressor.anomalies/v1";
-
-/// How much history findings are computed over: what a subject is "new" against, and where every
-/// scan starts. The rollups' retention (400 days by default) bounds it: a finding's start, and so
-/// its id, stay the same as long as the rollups it started in are kept.
-pub const HISTORY_DAYS: i64 = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
@@ -55,15 +50,6 @@ impl Kind {
     }
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-    fn of(r: RawKind) -> Kind {
-        match r {
-            RawKind::Spike => Kind::Spike,
-            RawKind::SlowBurn => Kind::SlowBurn,
-            RawKind::NewEndpoint => Kind::NewEndpoint,
-            RawKind::Leak => Kind::Leak,
-            RawKind::Outlier => Kind::Outlier,
-        }
     }
 }
 
@@ -248,7 +234,8 @@ pub struct Finding {
     /// How the cost was computed, in a sentence a person can check.
     pub cost_basis: Option<String>,
     /// Findings folded into this one, as `TYPE SUBJECT-KEY` (a workload's egress, an endpoint, a
-    /// class that showed the same thing) or `spike ID at TIME` (spikes inside a slow burn).
+    /// class that showed the same thing), `spike ID at TIME` (spikes inside a slow burn) or
+    /// `new-endpoint ID at TIME` (a leak's subject when it was new).
     pub also: Vec<String>,
     /// The isolation forest flagged the same hours.
     pub forest_agrees: bool,
@@ -397,13 +384,13 @@ fn outliers(
     }
     runs.into_iter()
         .filter_map(|(a, b)| {
-            detectors::excursion(RawKind::Outlier, x, expected.upto(a, b + 1), a, b, &score, th)
+            detectors::excursion(Kind::Outlier, x, expected.upto(a, b + 1), a, b, &score, th)
         })
         .collect()
 }
 
 fn finding(set: &SeriesSet, s: &Series, expected: &mut Expectation<'_>, r: Raw) -> Finding {
-    let kind = Kind::of(r.kind);
+    let kind = r.kind;
     let start = set.hour(r.start);
     let excess = (r.observed_per_day - r.expected_per_day).max(0.0);
     Finding {
@@ -579,15 +566,26 @@ pub fn merge(found: Vec<Finding>) -> Vec<Finding> {
     // New endpoints that a leak on the same subject already reports.
     let leaks: Vec<(String, Timestamp, Option<Timestamp>)> =
         keep.iter().filter(|f| f.kind == Kind::Leak).map(|f| (f.subject.key(), f.start, f.end)).collect();
-    keep.retain_mut(|f| {
+    let mut into_leaks: Vec<(usize, String)> = Vec::new();
+    keep.retain(|f| {
         if f.kind != Kind::NewEndpoint {
             return true;
         }
-        !leaks.iter().any(|(k, _, end)| *k == f.subject.key() && end.is_none_or(|e| f.start < e))
+        match leaks.iter().position(|(k, _, end)| *k == f.subject.key() && end.is_none_or(|e| f.start < e)) {
+            Some(i) => {
+                into_leaks.push((i, format!("new-endpoint {} at {}", f.id, f.start)));
+                false
+            }
+            None => true,
+        }
     });
-    for l in keep.iter_mut().filter(|f| f.kind == Kind::Leak) {
-        l.also.sort();
-        l.also.dedup();
+    for (i, note) in into_leaks {
+        let (key, start, _) = &leaks[i];
+        if let Some(l) =
+            keep.iter_mut().find(|f| f.kind == Kind::Leak && f.subject.key() == *key && f.start == *start)
+        {
+            l.also.push(note);
+        }
     }
     for o in later {
         match keep.iter_mut().find(|e| e.subject == o.subject && e.overlaps(&o)) {

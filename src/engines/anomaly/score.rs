@@ -85,15 +85,6 @@ pub struct TypeScore {
     pub detect_hours: Vec<f64>,
 }
 
-impl TypeScore {
-    pub fn precision(&self) -> Option<f64> {
-        (self.findings > 0).then(|| self.true_findings as f64 / self.findings as f64)
-    }
-    pub fn recall(&self) -> Option<f64> {
-        (self.labels > 0).then(|| self.detected as f64 / self.labels as f64)
-    }
-}
-
 /// Scores per type. Outliers count as true when they match a label of any type; the labels they
 /// alone found (no rule-based finding did) are what the forest adds to recall.
 pub fn score(findings: &[Finding], labels: &[Label]) -> Vec<TypeScore> {
