@@ -222,18 +222,22 @@ pub fn baseline(x: &[f64], start: Timestamp, at: usize) -> Baseline {
         .collect();
     let first = at.saturating_sub(672);
     let how0 = hour_of_week(start);
-    let mut slots: Vec<Vec<f64>> = vec![Vec::new(); HOURS_PER_WEEK];
+    // 28 days hold each hour of the week 4 times: one fixed row of 4 per slot, no allocation.
+    let mut slots = [[0.0f64; 4]; HOURS_PER_WEEK];
+    let mut filled = [0usize; HOURS_PER_WEEK];
     for (i, v) in x.iter().enumerate().take(at).skip(first) {
         if !v.is_nan() {
-            slots[(how0 + i) % HOURS_PER_WEEK].push(*v);
+            let slot = (how0 + i) % HOURS_PER_WEEK;
+            slots[slot][filled[slot]] = *v;
+            filled[slot] += 1;
         }
     }
     let profile = (0..7)
         .map(|d| {
             (0..HOURS_PER_DAY)
                 .map(|h| {
-                    let s = &mut slots[d * HOURS_PER_DAY + h];
-                    (!s.is_empty()).then(|| median_in_place(s))
+                    let slot = d * HOURS_PER_DAY + h;
+                    (filled[slot] > 0).then(|| median_in_place(&mut slots[slot][..filled[slot]]))
                 })
                 .collect()
         })

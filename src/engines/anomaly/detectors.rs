@@ -159,12 +159,9 @@ pub fn daily_totals(x: &[f64], offset: usize) -> Vec<f64> {
     (0..days)
         .map(|d| {
             let h = &x[offset + d * HOURS_PER_DAY..offset + (d + 1) * HOURS_PER_DAY];
-            let present: Vec<f64> = h.iter().copied().filter(|v| !v.is_nan()).collect();
-            if present.len() >= 20 {
-                present.iter().sum::<f64>() * HOURS_PER_DAY as f64 / present.len() as f64
-            } else {
-                f64::NAN
-            }
+            let (present, sum) =
+                h.iter().filter(|v| !v.is_nan()).fold((0usize, 0.0), |(n, s), v| (n + 1, s + v));
+            if present >= 20 { sum * HOURS_PER_DAY as f64 / present as f64 } else { f64::NAN }
         })
         .collect()
 }
@@ -215,7 +212,7 @@ pub fn p_one_sided(z: f64) -> f64 {
 /// dividing that out would hide the rise (a weekend busier than the week is not monotonic, so the
 /// trend test does not take it for a burn anyway).
 fn weekend_factor(totals: &[f64], weekday0: usize, d: usize) -> f64 {
-    let (mut we, mut wd) = (Vec::new(), Vec::new());
+    let (mut we, mut wd) = (Few::<28>::new(), Few::<28>::new());
     for (i, &v) in totals.iter().enumerate().take(d + 1).skip(d.saturating_sub(27)) {
         if v.is_finite() && v > 0.0 {
             if (weekday0 + i) % 7 >= 5 { we.push(v) } else { wd.push(v) }
@@ -224,7 +221,36 @@ fn weekend_factor(totals: &[f64], weekday0: usize, d: usize) -> f64 {
     if we.len() < 4 || wd.len() < 6 {
         return 1.0;
     }
-    (median_in_place(&mut we) / median_in_place(&mut wd)).clamp(0.05, 1.0)
+    (we.median() / wd.median()).clamp(0.05, 1.0)
+}
+
+/// Up to N values on the stack: the slow-burn scan takes medians of a few to 28 days for every
+/// day of every series, and allocating each one cost more than the medians.
+struct Few<const N: usize> {
+    v: [f64; N],
+    n: usize,
+}
+
+impl<const N: usize> Few<N> {
+    fn new() -> Self {
+        Few { v: [0.0; N], n: 0 }
+    }
+    /// The values of an iterator that yields at most N (its range is bounded by the caller).
+    fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut f = Few::new();
+        values.for_each(|v| f.push(v));
+        f
+    }
+    fn push(&mut self, v: f64) {
+        self.v[self.n] = v;
+        self.n += 1;
+    }
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn median(&mut self) -> f64 {
+        median_in_place(&mut self.v[..self.n])
+    }
 }
 
 /// (window in days, Mann-Kendall z it needs): a short window finds a fast burn within days (at most
@@ -312,9 +338,9 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
     // Cheap test first: most series have not risen above the week before at all (a weekend day
     // is not compared raw: its rise shows only once the weekly rhythm is taken out).
     let weekday = (weekday0 + d) % 7 < 5;
-    let mut week: Vec<f64> =
-        (d.saturating_sub(7)..d).map(|i| totals[i]).filter(|v| v.is_finite() && *v > 0.0).collect();
-    if weekday && week.len() >= 3 && last < median_in_place(&mut week) * (1.0 + th.burn_min_growth) {
+    let mut week =
+        Few::<7>::of((d.saturating_sub(7)..d).map(|i| totals[i]).filter(|v| v.is_finite() && *v > 0.0));
+    if weekday && week.len() >= 3 && last < week.median() * (1.0 + th.burn_min_growth) {
         return None;
     }
     let factor = weekend_factor(totals, weekday0, d);
@@ -328,12 +354,12 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
         }
         let a = d + 1 - w;
         // The level before the window: the median of up to 7 days before it.
-        let mut before: Vec<f64> =
-            (a.saturating_sub(7)..a).map(deseason).filter(|v| v.is_finite() && *v > 0.0).collect();
+        let mut before =
+            Few::<7>::of((a.saturating_sub(7)..a).map(deseason).filter(|v| v.is_finite() && *v > 0.0));
         if before.len() < 2 {
             continue;
         }
-        let level = median_in_place(&mut before);
+        let level = before.median();
         let now = deseason(d);
         // Cheap tests first: most series have not risen at all.
         if now < level * (1.0 + th.burn_min_growth).powi(2) || now - level < th.min_bytes {

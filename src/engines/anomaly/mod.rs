@@ -367,11 +367,12 @@ fn outliers(
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let f = forest::Forest::train(&train, seed);
+    let points: Vec<forest::Point> = candidates.iter().map(|&t| point(t)).collect();
     let mut score = vec![0.0; x.len()];
     let mut flagged = Vec::new();
-    for t in candidates {
-        score[t] = f.score(&point(t));
-        if score[t] >= th.forest_threshold {
+    for (t, s) in candidates.into_iter().zip(f.scores(&points)) {
+        score[t] = s;
+        if s >= th.forest_threshold {
             flagged.push(t);
         }
     }
