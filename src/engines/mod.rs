@@ -5,12 +5,15 @@
 pub mod anomaly;
 pub mod classify;
 pub mod cloud_ranges;
+pub mod compare;
 pub mod cost;
 pub mod enrich;
 pub mod graph;
+pub mod honesty;
 pub mod live;
 pub mod observations;
 pub mod pricing;
 pub mod reconcile;
+pub mod redact;
 pub mod savings;
 pub mod topology;
