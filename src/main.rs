@@ -53,6 +53,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => commands::top::run(s, args, o),
         Command::Anomalies(args) => commands::anomalies::run(s, args, o),
         Command::Baseline(args) => commands::baseline::run(s, args, o),
+        Command::Explain(args) => commands::explain::run(s, args, o),
+        Command::Ask(args) => commands::ask::run(s, args, o),
         Command::Reconcile(args) => commands::reconcile::run(s, args, o),
         Command::Pricing(cmd) => commands::pricing::run(s, cmd, o),
         Command::Topology(cmd) => commands::topology::run(s, cmd, o),

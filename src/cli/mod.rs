@@ -77,6 +77,12 @@ pub enum Command {
     Anomalies(AnomaliesArgs),
     /// One hourly series' baseline: statistics over 24h, 7d and 28d, its weekday x hour profile.
     Baseline(BaselineArgs),
+    /// What changed in a period against the one before, the anomalies in it and what to do:
+    /// deterministic, no network.
+    Explain(ExplainArgs),
+    /// Ask Claude about the workspace in plain language; it investigates with read-only tools that
+    /// run here, sees summaries only (addresses redacted), and every figure of its answer is checked.
+    Ask(AskArgs),
     /// Compare a month of egressor's figures with the AWS bill (a Cost and Usage Report extract).
     Reconcile(ReconcileArgs),
     /// Show the price tables in use, or check a price file.
@@ -375,6 +381,54 @@ pub enum AnomalyAction {
         #[command(flatten)]
         detect: DetectArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Start of the period explained (default 24h).
+    #[arg(long, value_parser = parse_time_bound, default_value = "24h")]
+    pub since: TimeBound,
+    /// End of the period (exclusive; default now).
+    #[arg(long, value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    /// The period compared with: `previous` (the same length just before) or a duration (7d: the
+    /// same hours that long before).
+    #[arg(long, default_value = "previous")]
+    pub compare: String,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    /// How to print: text for people or JSON (schema docs/schemas/explain.v1.json).
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question, e.g. "why did egress spike yesterday?"
+    pub question: String,
+    /// The Claude model (default: EGRESSOR_MODEL, else the client's default).
+    #[arg(long, env = "EGRESSOR_MODEL")]
+    pub model: Option<String>,
+    /// The period the opening summary covers (Claude's tools may look further).
+    #[arg(long, value_parser = parse_time_bound, default_value = "7d")]
+    pub since: TimeBound,
+    /// Send addresses as they are (by default they become pseudonyms such as ext-3).
+    #[arg(long, conflicts_with = "redact_names")]
+    pub no_redact: bool,
+    /// Also replace pod, workload, namespace, service and node names with pseudonyms.
+    #[arg(long)]
+    pub redact_names: bool,
+    /// Print exactly what would be sent (system prompt, tools, first message) and send nothing.
+    #[arg(long)]
+    pub show_context: bool,
+    /// Rounds of tool calls before egressor stops waiting for an answer.
+    #[arg(long, default_value_t = 8)]
+    pub max_rounds: u32,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    /// How to print: the answer as it streams (table) or JSON with the tool calls and the check.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -12,14 +12,17 @@
 
 pub mod agent;
 pub mod anomalies;
+pub mod ask;
 pub mod baseline;
 pub mod cost;
 pub mod demo;
 pub mod deploy;
+pub mod explain;
 pub mod export;
 pub mod flows;
 pub mod graph;
 pub mod import;
+pub mod investigate;
 pub mod load;
 pub mod pricing;
 pub mod pull;

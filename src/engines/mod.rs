@@ -8,6 +8,7 @@ pub mod cloud_ranges;
 pub mod compare;
 pub mod cost;
 pub mod enrich;
+pub mod explain;
 pub mod graph;
 pub mod honesty;
 pub mod live;

@@ -4,6 +4,7 @@
 pub mod anomalies;
 pub mod cluster;
 pub mod cost;
+pub mod explain;
 pub mod flows;
 pub mod graph;
 pub mod reconcile;

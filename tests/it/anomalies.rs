@@ -14,7 +14,7 @@ const SPIKE_EDGE: &str = "shop/Deployment/catalog <-> shop/Deployment/recommenda
 
 /// A workspace with the demo in it. The demo is generated once per test run; each test gets its own
 /// copy of the workspace file, so a state set in one test never reaches another.
-fn demo() -> TestContext {
+pub fn demo() -> TestContext {
     static FILES: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
     let files = FILES.get_or_init(|| {
         let t = TestContext::new();
