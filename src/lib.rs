@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod capture;
+pub mod claude;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("import", 2),
     ("demo", 2),
     ("transport", 3),
+    ("claude", 3),
     ("cluster", 4),
     ("agent", 5),
     ("views", 6),

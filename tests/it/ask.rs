@@ -46,10 +46,8 @@ fn workspace_addresses(t: &TestContext) -> Vec<String> {
 
 fn collect_ips(v: &Value, out: &mut BTreeSet<String>) {
     match v {
-        Value::String(s) => {
-            if s.parse::<std::net::IpAddr>().is_ok() {
-                out.insert(s.clone());
-            }
+        Value::String(s) if s.parse::<std::net::IpAddr>().is_ok() => {
+            out.insert(s.clone());
         }
         Value::Array(a) => a.iter().for_each(|v| collect_ips(v, out)),
         Value::Object(o) => o.values().for_each(|v| collect_ips(v, out)),
@@ -231,4 +229,65 @@ fn an_api_error_ends_with_its_message_and_request_id() {
         "{stderr}"
     );
     assert_eq!(server.requests().len(), 1, "not retried");
+}
+
+/// Validates a document with python3's `jsonschema` (Draft 2020-12) against docs/schemas/NAME;
+/// fails loudly when the validator is missing.
+pub fn validate(t: &TestContext, name: &str, doc: &Value) {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas").join(name);
+    let file = t.path("doc.json");
+    std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    from jsonschema import Draft202012Validator
+except ImportError as e:
+    print(f"MISSING: {e}", file=sys.stderr); sys.exit(3)
+schema = json.load(open(sys.argv[1]))
+Draft202012Validator.check_schema(schema)
+errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in Draft202012Validator(schema).iter_errors(json.load(open(sys.argv[2])))]
+print("\n".join(errors)); sys.exit(1 if errors else 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("python3: run `cargo xtask deps`");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(3), "python3's jsonschema is missing: run `cargo xtask deps`\n{text}");
+    assert!(out.status.success(), "{name}: the output does not follow its schema:\n{text}");
+}
+
+#[test]
+fn explain_and_ask_json_follow_their_schemas() {
+    let t = demo();
+    validate(&t, "explain.v1.json", &t.json(&["explain", "--since", "7d", "--output", "json"]));
+    validate(
+        &t,
+        "explain.v1.json",
+        &t.json(&["explain", "--since", "24h", "--compare", "7d", "--output", "json"]),
+    );
+    let mut broken = t.json(&["explain", "--output", "json"]);
+    broken["comparison"]["cost_change"] = json!(1.5);
+    let bad = std::panic::catch_unwind(|| validate(&TestContext::new(), "explain.v1.json", &broken));
+    assert!(bad.is_err(), "the schema must reject a money figure written as a float");
+    let server = ClaudeServer::start(
+        KEY,
+        vec![
+            Reply::Message(vec![Block::tool_use(
+                "toolu_b",
+                "series",
+                json!({"subject": "no such series anywhere"}),
+            )]),
+            Reply::text("Done."),
+        ],
+    );
+    let (ok, stdout, stderr) = run(ask(&t, Some(&server), &["q", "--output", "json"]));
+    assert!(ok, "{stderr}");
+    server.assert_clean();
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["tool_calls"][0]["is_error"], true, "a tool error goes back to Claude as an error result");
+    assert!(r["tool_calls"][0]["result"].as_str().unwrap().contains("no series named"), "{r}");
+    validate(&t, "ask.v1.json", &r);
 }

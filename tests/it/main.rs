@@ -4,7 +4,9 @@
 mod agent;
 mod anomalies;
 mod architecture;
+mod ask;
 mod capture;
+mod claude_client;
 mod cluster;
 mod cost;
 mod lab;
