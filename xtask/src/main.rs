@@ -35,8 +35,11 @@ const APT_PACKAGES: &[&str] = &[
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf();
+    // `cargo run` sets CARGO_MANIFEST_DIR for the process: the clone this runs in. The compile-time
+    // value names the clone that built the binary, which a shared target directory can reuse.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = manifest.parent().expect("xtask is in the workspace").to_path_buf();
     std::env::set_current_dir(&root)?;
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         let home = std::env::var_os("HOME").context("HOME is not set; set CARGO_TARGET_DIR")?;
