@@ -79,7 +79,12 @@ pub fn run(settings: &Settings, args: &AskArgs, out: &mut dyn Write) -> Result<E
             Progress::Text(t) if streaming => printer.push(t, &redactor, out),
             Progress::Text(_) => {}
             Progress::Retry { attempt, wait, reason } => {
-                eprintln!("egressor: {reason}; attempt {} in {:.1} s", attempt + 1, wait.as_secs_f64())
+                // The next attempt streams the turn again from its start: what was not printed yet is
+                // dropped, and lines already printed are said to be repeated.
+                if printer.discard() {
+                    eprintln!("egressor: the answer so far is cut; it starts again below");
+                }
+                eprintln!("egressor: {reason}; attempt {attempt} in {:.1} s", wait.as_secs_f64())
             }
         })?;
         for b in &reply.content {
@@ -180,6 +185,8 @@ fn restore_value(r: &Redactor, v: &Value) -> Value {
 #[derive(Default)]
 struct LinePrinter {
     pending: String,
+    /// Lines of the current attempt were printed.
+    printed: bool,
 }
 
 impl LinePrinter {
@@ -187,9 +194,16 @@ impl LinePrinter {
         self.pending.push_str(text);
         if let Some(end) = self.pending.rfind('\n') {
             let lines: String = self.pending.drain(..=end).collect();
+            self.printed = true;
             // A closed stdout (`| head`) ends the printing, not the conversation.
             let _ = out.write_all(r.restore(&lines).as_bytes()).and_then(|_| out.flush());
         }
+    }
+
+    /// Drops the unprinted part of a turn that will be streamed again; true if lines of it were printed.
+    fn discard(&mut self) -> bool {
+        self.pending.clear();
+        std::mem::take(&mut self.printed)
     }
 
     fn finish(&mut self, r: &Redactor, out: &mut dyn Write) {

@@ -169,6 +169,7 @@ fn ask_streams_the_answer_retries_and_marks_unverified_figures() {
     assert!(reqs[1].at.duration_since(reqs[0].at).as_secs_f64() >= 1.0, "retry-after honoured");
     assert_eq!(stderr.matches("attempt").count(), 3, "{stderr}");
     assert!(stdout.contains("That is all."), "{stdout}");
+    assert!(!stdout.contains("Half an ans"), "the cut attempt's text is not printed: {stdout}");
     // The pseudonym is shown as the real address to the user.
     assert!(!stdout.contains("ext-1 is"), "{stdout}");
     assert!(stdout.contains("UNVERIFIED: $123.45"), "{stdout}");
