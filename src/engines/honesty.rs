@@ -50,63 +50,43 @@ pub fn check(answer: &str, evidence: &[Value]) -> Vec<Figure> {
         .collect()
 }
 
-/// A value of the evidence: a plain number (any kind), or a figure found in a string.
+/// A value of the evidence and what it measures. Money is written as decimal strings (the cost
+/// engine's exact amounts), bytes as JSON integers; text carries figures with their unit. A bare
+/// number inside text (a timestamp's 11, a count of nodes) is neither, so it verifies nothing.
 #[derive(Debug, Clone, Copy)]
-enum Known {
-    Number(f64),
-    Figure(FigureKind, f64),
+struct Known {
+    kind: FigureKind,
+    value: f64,
 }
 
 fn matches(p: &Parsed, k: &Known) -> bool {
+    if k.kind != p.kind {
+        return false;
+    }
     let close = |value: f64, half: f64, x: f64| (x - value).abs() <= half * 1.000_001 + 1e-9;
-    let x = match *k {
-        Known::Number(x) => x,
-        Known::Figure(kind, x) if kind == p.kind => x,
-        Known::Figure(..) => return false,
-    };
     // A negative change is quoted as a fall: "$3 less" for -3.
-    [x, x.abs()].iter().any(|&x| close(p.value, p.half_step, x) || p.alt.is_some_and(|(v, h)| close(v, h, x)))
+    [k.value, k.value.abs()]
+        .iter()
+        .any(|&x| close(p.value, p.half_step, x) || p.alt.is_some_and(|(v, h)| close(v, h, x)))
 }
 
 fn collect(v: &Value, out: &mut Vec<Known>) {
     match v {
-        Value::Number(n) => out.extend(n.as_f64().map(Known::Number)),
+        Value::Number(n) => {
+            if let Some(bytes) = n.as_u64() {
+                out.push(Known { kind: FigureKind::Bytes, value: bytes as f64 });
+            }
+        }
         Value::String(s) => {
-            if let Ok(x) = s.trim().parse::<f64>() {
-                out.push(Known::Number(x));
+            if let Ok(amount) = s.trim().parse::<rust_decimal::Decimal>() {
+                out.push(Known { kind: FigureKind::Money, value: f64::try_from(amount).unwrap_or(f64::NAN) });
             }
-            for (_, p) in figures(s) {
-                out.push(Known::Figure(p.kind, p.value));
-            }
-            // Tool results that are text (a table) carry their numbers in words.
-            out.extend(plain_numbers(s).into_iter().map(Known::Number));
+            out.extend(figures(s).into_iter().map(|(_, p)| Known { kind: p.kind, value: p.value }));
         }
         Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
-        Value::Object(o) => o.iter().for_each(|(k, v)| {
-            out.extend(plain_numbers(k).into_iter().map(Known::Number));
-            collect(v, out);
-        }),
+        Value::Object(o) => o.values().for_each(|v| collect(v, out)),
         _ => {}
     }
-}
-
-/// Every number written in a text (thousands separators removed).
-fn plain_numbers(s: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    let b = s.as_bytes();
-    while i < b.len() {
-        if b[i].is_ascii_digit() {
-            let (text, end) = number_at(s, i);
-            if let Ok(x) = text.parse::<f64>() {
-                out.push(x);
-            }
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    out
 }
 
 /// The number starting at byte `i` (digits, one '.', ',' between digit groups): (digits without
@@ -240,5 +220,11 @@ mod tests {
         );
         let verdict: Vec<(&str, bool)> = c.iter().map(|f| (f.text.as_str(), f.verified)).collect();
         assert_eq!(verdict, [("$13.22", true), ("302 GiB", true), ("324 GB", true), ("$99.10", false)]);
+        // Numbers that are not amounts verify nothing: a timestamp's hour, a count, a byte count
+        // quoted as dollars.
+        let evidence = vec![json!({"start": "2026-11-13T11:00:00Z", "nodes": 7, "bytes": 42})];
+        let c = check("It started at 11:00 and costs $11.00 a day on 7 nodes, $7 or $42 in all.", &evidence);
+        assert!(c.iter().all(|f| !f.verified), "{c:?}");
+        assert_eq!(c.len(), 3);
     }
 }
