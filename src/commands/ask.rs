@@ -5,7 +5,7 @@
 //! money and byte figure in it checked against what the tools returned.
 
 use super::investigate::{self, CompareWith, Investigation};
-use crate::claude::{self, Block, Client, Config, Message, Progress, Request, Role};
+use crate::claude::{self, Block, Client, Config, Message, Progress, Request, Role, ToolDef};
 use crate::cli::{AskArgs, OutputFormat, Settings};
 use crate::engines::honesty;
 use crate::engines::redact::Redactor;
@@ -37,89 +37,154 @@ pub fn run(settings: &Settings, args: &AskArgs, out: &mut dyn Write) -> Result<E
     if config.is_none() && !args.show_context {
         eprintln!(
             "ANTHROPIC_API_KEY is not set, so nothing is sent to Claude. The deterministic answer from \
-             the same facts (`egressor explain --since ...`) follows."
+             the same facts follows (what `egressor explain --since {}` prints).",
+            args.since.resolve(settings.now)
         );
         explanation_report(out, &explanation, args.output.into(), settings.color)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut redactor = redactor(&inv, args)?;
     let opening = redactor.value(&serde_json::to_value(&explanation)?);
-    let first = format!(
-        "{}\n\nWhat egressor's workspace says about the period (JSON; the cost engine's own figures):\n{}",
-        redactor.text(&args.question),
-        serde_json::to_string(&opening)?
-    );
+    let first = opening_message(&redactor.text(&args.question), &opening)?;
     let tools = investigate::tools();
-    let mut messages = vec![Message { role: Role::User, content: vec![Block::Text { text: first }] }];
-    let config = config.unwrap_or_else(|| offline_config(args.model.as_deref()));
     if args.show_context {
+        let config = config.unwrap_or_else(|| offline_config(args.model.as_deref()));
+        let messages = [first];
         let req = Request { system: SYSTEM_PROMPT, tools: &tools, messages: &messages };
         crate::views::write_json(out, &claude::request_body(&config, &req, true))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::new(config.clone())?;
-    let streaming = args.output == OutputFormat::Table;
-    let mut printer = LinePrinter::default();
-    let mut evidence = vec![opening];
-    let mut calls: Vec<ToolCall> = Vec::new();
-    let mut answer = String::new();
-    let mut rounds = 0;
-    loop {
-        if rounds == args.max_rounds {
-            bail!(
-                "Claude had not answered after {} rounds of tool calls (--max-rounds {}); the calls so far: {}",
-                rounds,
-                args.max_rounds,
-                calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-            );
-        }
-        rounds += 1;
-        let req = Request { system: SYSTEM_PROMPT, tools: &tools, messages: &messages };
-        let reply = client.send(&req, &mut |p| match p {
-            Progress::Text(t) if streaming => printer.push(t, &redactor, out),
-            Progress::Text(_) => {}
-            Progress::Retry { attempt, wait, reason } => {
-                // The next attempt streams the turn again from its start: what was not printed yet is
-                // dropped, and lines already printed are said to be repeated.
-                if printer.discard() {
-                    eprintln!("egressor: the answer so far is cut; it starts again below");
-                }
-                eprintln!("egressor: {reason}; attempt {attempt} in {:.1} s", wait.as_secs_f64())
-            }
-        })?;
-        for b in &reply.content {
-            if let Block::Text { text } = b {
-                answer.push_str(text);
-            }
-        }
-        let results = run_tools(&inv, &mut redactor, &reply.content, &mut calls, &mut evidence);
-        messages.push(Message { role: Role::Assistant, content: reply.content });
-        if results.is_empty() {
-            break;
-        }
-        messages.push(Message { role: Role::User, content: results });
-    }
-    printer.finish(&redactor, out);
-    let figures = honesty::check(&answer, &evidence);
-    let restored = redactor.restore(&answer);
-    if streaming {
-        check_report(out, &figures)?;
-    } else {
-        ask_json(
-            out,
-            &AskReport {
-                schema_version: SCHEMA,
-                model: &config.model,
-                question: &args.question,
-                answer: &restored,
-                redacted: !args.no_redact,
-                rounds,
-                tool_calls: &calls,
-                check: check_of(&figures),
-            },
-        )?;
-    }
+    let client = Client::new(config.expect("a key, or --show-context returned"))?;
+    let mut talk = Conversation { messages: vec![first], evidence: vec![opening], ..Conversation::default() };
+    talk.run(&client, &inv, &mut redactor, args, &tools, out)?;
+    report(out, args, &client.config().model, &redactor, &talk)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first user turn: the question, then the explanation of the period as JSON.
+fn opening_message(question: &str, opening: &Value) -> Result<Message> {
+    let text = format!(
+        "{question}\n\nWhat egressor's workspace says about the period (JSON; the cost engine's own figures):\n{}",
+        serde_json::to_string(opening)?
+    );
+    Ok(Message { role: Role::User, content: vec![Block::Text { text }] })
+}
+
+/// A conversation with Claude: the turns so far, what the tools returned, and the answer's text.
+#[derive(Default)]
+struct Conversation {
+    messages: Vec<Message>,
+    /// The opening summary and every tool result, as sent: what the answer's figures are checked against.
+    evidence: Vec<Value>,
+    calls: Vec<ToolCall>,
+    answer: String,
+    rounds: u32,
+}
+
+impl Conversation {
+    /// Turns until Claude answers without calling a tool, or the round limit.
+    fn run(
+        &mut self,
+        client: &Client,
+        inv: &Investigation<'_>,
+        redactor: &mut Redactor,
+        args: &AskArgs,
+        tools: &[ToolDef],
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let mut printer = (args.output == OutputFormat::Table).then(LinePrinter::default);
+        loop {
+            if self.rounds == args.max_rounds {
+                bail!(
+                    "Claude had not answered after {} rounds of tool calls (--max-rounds {}); the calls so far: {}",
+                    self.rounds,
+                    args.max_rounds,
+                    self.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            self.rounds += 1;
+            let req = Request { system: SYSTEM_PROMPT, tools, messages: &self.messages };
+            let reply = match printer.as_mut() {
+                Some(p) => client.send(&req, &mut |progress| p.progress(progress, redactor, out))?,
+                // JSON prints nothing until the end: no stream to follow.
+                None => client.send_once(&req)?,
+            };
+            for b in &reply.content {
+                if let Block::Text { text } = b {
+                    self.answer.push_str(text);
+                }
+            }
+            let results = self.run_tools(inv, redactor, &reply.content);
+            self.messages.push(Message { role: Role::Assistant, content: reply.content });
+            if results.is_empty() {
+                if let Some(p) = printer.as_mut() {
+                    p.finish(redactor, out);
+                }
+                return Ok(());
+            }
+            self.messages.push(Message { role: Role::User, content: results });
+        }
+    }
+
+    /// Runs the tool calls of an assistant turn; returns the user turn's tool results, in order.
+    fn run_tools(
+        &mut self,
+        inv: &Investigation<'_>,
+        redactor: &mut Redactor,
+        content: &[Block],
+    ) -> Vec<Block> {
+        let mut results = Vec::new();
+        for b in content {
+            let Block::ToolUse { id, name, input } = b else { continue };
+            // Claude names things by their pseudonyms: the tools look up the real ones.
+            let real_input = restore_value(redactor, input);
+            let (result, is_error) = match inv.call(name, &real_input) {
+                Ok(v) => (redactor.value(&v), false),
+                Err(e) => (Value::String(redactor.text(&format!("error: {e:#}"))), true),
+            };
+            let content = match &result {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            self.evidence.push(result.clone());
+            self.calls.push(ToolCall {
+                id: id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+                result,
+                is_error,
+            });
+            results.push(Block::ToolResult { tool_use_id: id.clone(), content, is_error });
+        }
+        results
+    }
+}
+
+/// The answer's check, after the streamed answer or with the whole conversation as JSON.
+fn report(
+    out: &mut dyn Write,
+    args: &AskArgs,
+    model: &str,
+    redactor: &Redactor,
+    talk: &Conversation,
+) -> Result<()> {
+    let figures = honesty::check(&talk.answer, &talk.evidence);
+    if args.output == OutputFormat::Table {
+        return check_report(out, &figures);
+    }
+    ask_json(
+        out,
+        &AskReport {
+            schema_version: SCHEMA,
+            model,
+            question: &args.question,
+            answer: &redactor.restore(&talk.answer),
+            redacted: !args.no_redact,
+            rounds: talk.rounds,
+            tool_calls: &talk.calls,
+            check: check_of(&figures),
+        },
+    )
 }
 
 fn redactor(inv: &Investigation<'_>, args: &AskArgs) -> Result<Redactor> {
@@ -141,34 +206,6 @@ fn offline_config(model: Option<&str>) -> Config {
         max_attempts: claude::DEFAULT_MAX_ATTEMPTS,
         max_wait: claude::DEFAULT_MAX_WAIT,
     }
-}
-
-/// Runs the tool calls of an assistant turn; returns the user turn's tool results, in order.
-fn run_tools(
-    inv: &Investigation<'_>,
-    redactor: &mut Redactor,
-    content: &[Block],
-    calls: &mut Vec<ToolCall>,
-    evidence: &mut Vec<Value>,
-) -> Vec<Block> {
-    let mut results = Vec::new();
-    for b in content {
-        let Block::ToolUse { id, name, input } = b else { continue };
-        // Claude names things by their pseudonyms: the tools look up the real ones.
-        let real_input = restore_value(redactor, input);
-        let (result, is_error) = match inv.call(name, &real_input) {
-            Ok(v) => (redactor.value(&v), false),
-            Err(e) => (Value::String(redactor.text(&format!("error: {e:#}"))), true),
-        };
-        let content = match &result {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
-        evidence.push(result.clone());
-        calls.push(ToolCall { id: id.clone(), name: name.clone(), input: input.clone(), result, is_error });
-        results.push(Block::ToolResult { tool_use_id: id.clone(), content, is_error });
-    }
-    results
 }
 
 fn restore_value(r: &Redactor, v: &Value) -> Value {
@@ -197,6 +234,20 @@ impl LinePrinter {
             self.printed = true;
             // A closed stdout (`| head`) ends the printing, not the conversation.
             let _ = out.write_all(r.restore(&lines).as_bytes()).and_then(|_| out.flush());
+        }
+    }
+
+    fn progress(&mut self, p: Progress<'_>, r: &Redactor, out: &mut dyn Write) {
+        match p {
+            Progress::Text(t) => self.push(t, r, out),
+            Progress::Retry { attempt, wait, reason } => {
+                // The next attempt streams the turn again from its start: what was not printed yet is
+                // dropped, and lines already printed are said to be repeated.
+                if self.discard() {
+                    eprintln!("egressor: the answer so far is cut; it starts again below");
+                }
+                eprintln!("egressor: {reason}; attempt {attempt} in {:.1} s", wait.as_secs_f64())
+            }
         }
     }
 
