@@ -11,6 +11,7 @@ use crate::engines::cost::{CostReport, GroupBy};
 use crate::engines::explain::{self, Explanation};
 use crate::engines::savings;
 use crate::model::{TimeBound, Timestamp, parse_time_bound};
+use crate::store::Workspace;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use std::cell::OnceCell;
@@ -120,14 +121,14 @@ impl<'a> Investigation<'a> {
     /// Names a person would recognise in the workspace (pods, workloads, namespaces, services,
     /// nodes): what `--redact-names` replaces.
     pub fn names(&self) -> Result<Vec<String>> {
-        let report =
-            self.cost(GroupBy::Workload, TimeBound::Ago(90 * 24 * Timestamp::MICROS_PER_HOUR), None)?;
+        // The stored rollups name every party; nothing needs pricing to list them.
+        let ws = Workspace::open(&self.settings.workspace)?;
+        let Some((first, last)) = ws.traffic_span()? else { return Ok(Vec::new()) };
         let mut names = BTreeSet::new();
-        for t in &report.transfers {
-            for p in [t.local(), t.remote()] {
-                for n in [&p.pod, &p.namespace, &p.workload_name, &p.service, &p.node].into_iter().flatten() {
-                    names.insert(n.clone());
-                }
+        for row in ws.traffic(first, last.add_micros(Timestamp::MICROS_PER_HOUR))? {
+            names.insert(row.node);
+            for p in [row.local, row.remote] {
+                names.extend([p.pod, p.namespace, p.workload_name, p.service, p.node].into_iter().flatten());
             }
         }
         Ok(names.into_iter().collect())

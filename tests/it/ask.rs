@@ -135,7 +135,10 @@ fn ask_answers_through_a_tool_and_flags_a_figure_no_tool_gave() {
     let first = &reqs[0].body;
     assert_eq!(first["tools"].as_array().unwrap().len(), 8);
     assert!(first["messages"][0]["content"][0]["text"].as_str().unwrap().starts_with("why did egress grow?"));
-    assert_eq!(first["stream"], false, "--output json asks for the whole message: nothing is printed until the end");
+    assert_eq!(
+        first["stream"], false,
+        "--output json asks for the whole message: nothing is printed until the end"
+    );
 }
 
 #[test]
