@@ -13,6 +13,9 @@
 #[path = "../it/lab/api.rs"]
 #[allow(dead_code, unused_imports)]
 mod api;
+#[path = "../it/lab/http.rs"]
+#[allow(dead_code)]
+mod http;
 
 use egressor::cluster::watch::{PodLog, watch_node_pods};
 use egressor::engines::enrich::Enricher;

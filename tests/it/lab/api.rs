@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::http;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus, PodTemplateSpec,
@@ -32,7 +33,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -2310,81 +2311,17 @@ async fn read_request(
     reader: &mut BufReader<OwnedReadHalf>,
     peer: SocketAddr,
 ) -> io::Result<Option<HttpRequest>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut words = line.split_whitespace();
-    let (Some(method), Some(target)) = (words.next(), words.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad request line {line:?}")));
-    };
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut request = HttpRequest {
-        method: method.to_string(),
+    let Some(head) = http::read_head(reader).await? else { return Ok(None) };
+    let body = http::read_body(reader, &head).await?;
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    Ok(Some(HttpRequest {
+        method: head.method.clone(),
         path: path.to_string(),
         query: query.to_string(),
-        headers: read_headers(reader).await?,
-        body: Vec::new(),
+        headers: head.headers,
+        body,
         peer,
-    };
-    request.body = read_body(reader, &request).await?;
-    Ok(Some(request))
-}
-
-async fn read_headers(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Vec<(String, String)>> {
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            return Ok(headers);
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-    }
-}
-
-async fn read_body(reader: &mut BufReader<OwnedReadHalf>, request: &HttpRequest) -> io::Result<Vec<u8>> {
-    if let Some(length) = request.header("content-length") {
-        let length: usize =
-            length.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).await?;
-        return Ok(body);
-    }
-    if request.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-        return read_chunked(reader).await;
-    }
-    Ok(Vec::new())
-}
-
-async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        let size = line.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).await?;
-        line.clear();
-        reader.read_line(&mut line).await?;
-    }
+    }))
 }
 
 async fn write_response(
@@ -2392,7 +2329,7 @@ async fn write_response(
     request: &HttpRequest,
     response: &HttpResponse,
 ) -> io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason_phrase(response.status));
+    let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, http::reason_phrase(response.status));
     for (name, value) in &response.headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
@@ -2406,28 +2343,6 @@ async fn write_response(
         bytes.extend_from_slice(&response.body);
     }
     writer.write_all(&bytes).await
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        410 => "Gone",
-        415 => "Unsupported Media Type",
-        422 => "Unprocessable Entity",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::http;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -1288,72 +1289,20 @@ async fn converse(shared: &Shared, stream: TcpStream) -> io::Result<()> {
 }
 
 async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Option<HttpRequest>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut raw = line.clone();
-    let line = line.trim_end().to_string();
-    let mut words = line.split_whitespace();
-    let (Some(method), Some(target)) = (words.next(), words.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad request line {line:?}")));
-    };
-    let path = target.split_once('?').map_or(target, |(path, _)| path).to_string();
-    let method = method.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        raw.push_str(&header);
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let mut request = HttpRequest { method, path, line, headers, body: Vec::new(), raw, at: Instant::now() };
-    request.body = read_body(reader, &request).await?;
-    request.raw.push_str(&String::from_utf8_lossy(&request.body));
-    request.at = Instant::now();
-    Ok(Some(request))
-}
-
-async fn read_body(reader: &mut BufReader<OwnedReadHalf>, request: &HttpRequest) -> io::Result<Vec<u8>> {
-    if let Some(length) = request.header("content-length") {
-        let length: usize =
-            length.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).await?;
-        return Ok(body);
-    }
-    if !request.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-        return Ok(Vec::new());
-    }
-    let mut body = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        let size = line.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if size == 0 {
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).await?;
-        line.clear();
-        reader.read_line(&mut line).await?;
-    }
+    let Some(head) = http::read_head(reader).await? else { return Ok(None) };
+    let body = http::read_body(reader, &head).await?;
+    let path = head.target.split_once('?').map_or(head.target.as_str(), |(path, _)| path).to_string();
+    let headers = head.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+    let raw = format!("{}{}", head.raw, String::from_utf8_lossy(&body));
+    Ok(Some(HttpRequest {
+        method: head.method,
+        path,
+        line: head.line,
+        headers,
+        body,
+        raw,
+        at: Instant::now(),
+    }))
 }
 
 async fn write_json(
@@ -1364,7 +1313,7 @@ async fn write_json(
     body: &Value,
 ) -> io::Result<()> {
     let body = serde_json::to_vec(body).expect("JSON values serialize");
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", http::reason_phrase(status));
     let _ = write!(head, "content-type: application/json\r\nrequest-id: {request_id}\r\n");
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
@@ -1406,23 +1355,6 @@ async fn write_stream(
         writer.write_all(b"0\r\n\r\n").await?;
     }
     writer.flush().await
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        529 => "Overloaded",
-        _ => "",
-    }
 }
 
 // =============================================================================================
