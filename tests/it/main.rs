@@ -72,6 +72,39 @@ impl TestContext {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
     }
 
+    /// What python3's `jsonschema` (Draft 2020-12) finds wrong with `doc` against
+    /// docs/schemas/SCHEMA, one line each (`path: message`); empty when it is valid. Fails loudly
+    /// when python3 or the validator is missing (`cargo xtask deps` installs them).
+    pub fn schema_errors(&self, schema: &str, doc: &serde_json::Value) -> Vec<String> {
+        const SCRIPT: &str = r#"
+import json, sys
+try:
+    from jsonschema import Draft202012Validator
+except ImportError as e:
+    print(f"MISSING: {e}", file=sys.stderr); sys.exit(3)
+schema = json.load(open(sys.argv[1]))
+Draft202012Validator.check_schema(schema)
+doc = json.load(open(sys.argv[2]))
+for e in Draft202012Validator(schema).iter_errors(doc):
+    print(f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
+"#;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas").join(schema);
+        let file = self.path("schema-check.json");
+        std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+        let out = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .arg(&path)
+            .arg(&file)
+            .output()
+            .expect("python3 is not installed: run `cargo xtask deps`");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "checking against {schema} failed (run `cargo xtask deps` for jsonschema):\n{stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
     pub fn info(&self) -> serde_json::Value {
         self.json(&["workspace", "info", "--output", "json"])
     }
