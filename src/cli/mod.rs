@@ -687,24 +687,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// `1048576`, `64KiB`, `256MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{t}`: expected a size such as 256MiB"))?;
-    let mul: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(format!("`{t}`: unknown unit `{unit}` (B, KiB, MiB, GiB, KB, MB, GB)")),
-    };
-    n.checked_mul(mul).ok_or_else(|| format!("`{t}` is too large"))
-}
+pub use crate::model::parse_size;
 
 /// Reads a token file: the first line, trimmed; an empty file is an error.
 pub fn read_token(path: &std::path::Path) -> Result<String> {
@@ -781,7 +764,8 @@ mod tests {
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
         assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert!(parse_size("1TB").is_err());
+        assert_eq!(parse_size("1 TB").unwrap(), 1_000_000_000_000);
+        assert!(parse_size("1XB").is_err());
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct Transfer {
     pub receiver: String,
     #[serde(flatten)]
     pub classified: Classified,
+    /// The index of the input row this transfer is a direction of.
+    #[serde(skip)]
+    pub row: usize,
     #[serde(skip)]
     local: Party,
     #[serde(skip)]
@@ -378,7 +381,7 @@ fn gather_transfers(
     };
     let observed: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     let mut transfers = Vec::new();
-    for (row, verdict) in rows.iter().zip(&decided.rows) {
+    for (ri, (row, verdict)) in rows.iter().zip(&decided.rows).enumerate() {
         let (bill_out, bill_in) = if match_addresses {
             (verdict.bill_out, verdict.bill_in)
         } else {
@@ -400,7 +403,7 @@ fn gather_transfers(
                 continue;
             }
             let classified = classifier.classify(&row.node, &row.local, &row.remote, dir);
-            transfers.push(Transfer::new(row, dir, bytes, classified));
+            transfers.push(Transfer::new(ri, row, dir, bytes, classified));
         }
     }
     let seen_twice = if match_addresses { decided.seen_twice } else { Vec::new() };
@@ -607,7 +610,7 @@ impl Ledger {
 }
 
 impl Transfer {
-    fn new(row: &TrafficRow, direction: Direction, bytes: u64, classified: Classified) -> Transfer {
+    fn new(ri: usize, row: &TrafficRow, direction: Direction, bytes: u64, classified: Classified) -> Transfer {
         let local = row.local.workload_label();
         let (sender, receiver) = match direction {
             Direction::Out => (local, classified.remote_label.clone()),
@@ -622,6 +625,7 @@ impl Transfer {
             sender,
             receiver,
             classified,
+            row: ri,
             local: row.local.clone(),
             remote: row.remote.clone(),
         }

@@ -205,6 +205,28 @@ pub struct LabelledEvent {
     pub description: String,
 }
 
+/// A byte count as people write it: `1048576`, `64KiB`, `256 MiB`, `1GiB`, `2TiB` (also KB, MB, GB,
+/// TB as powers of 1000). Whole numbers only: a byte limit is compared exactly against counted bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{t}`: expected a size such as 256MiB"))?;
+    let mul: u64 = match unit.trim_start() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("`{t}`: unknown unit `{other}` (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("`{t}` is too large"))
+}
+
 /// Formats a byte count the way SREs read them: binary units, three significant digits.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -155,6 +155,16 @@ impl<'de> Deserialize<'de> for PriceText {
     }
 }
 
+/// An amount of money outside a price table (a policy's budget): same rule, no floats.
+#[derive(Debug, Clone)]
+pub(crate) struct AmountText(pub Result<Decimal, String>);
+
+impl<'de> Deserialize<'de> for AmountText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ExactDecimal { what: "amount" }).map(AmountText)
+    }
+}
+
 impl<'de> Deserialize<'de> for QuantityText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ExactDecimal { what: "quantity" }).map(QuantityText)
