@@ -59,6 +59,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pricing(cmd) => commands::pricing::run(s, cmd, o),
         Command::Topology(cmd) => commands::topology::run(s, cmd, o),
         Command::Workspace(cmd) => commands::workspace::run(s, cmd, o),
+        Command::Run(args) => commands::run::run(s, args, o),
+        Command::Check(args) => commands::check::run(s, args, o),
+        Command::Policy(cmd) => commands::policy::run(cmd, o),
+        Command::Completions(args) => commands::completions::run(args, o),
+        Command::Man(args) => commands::man::run(args, o),
     }?;
     out.flush()?;
     Ok(code)

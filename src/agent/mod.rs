@@ -6,6 +6,7 @@
 //! SIGKILL loses at most the window in flight (counters since the last drain).
 
 pub mod attribution;
+pub mod job;
 pub mod live;
 mod server;
 pub mod spool;

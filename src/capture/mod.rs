@@ -37,6 +37,7 @@
 
 mod abi;
 mod cgroup;
+mod job_cgroup;
 mod kernel;
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use cgroup::{CgroupResolver, cgroup_path_for_id, cgroup2_root, is_cgroup2_mount};
+pub use job_cgroup::JobCgroup;
 pub use kernel::KernelCapture;
 
 /// What to capture and how much kernel memory to use for it.

@@ -16,7 +16,10 @@ use std::path::PathBuf;
     long_about = "Egressor counts every byte your workloads send and receive (eBPF, in the kernel), \
                   attributes it to processes, pods and workloads, and keeps it in a local DuckDB \
                   workspace for cost breakdowns, graphs and investigations.\n\n\
-                  Exit codes: 0 success, 1 error (the message says what and where), 2 usage error."
+                  Exit codes: 0 success; 1 error (the message says what and where); 2 usage error; \
+                  3 some agents could not be pulled (`pull`, `status`); 4 policy violation (`check`, `run`). `run` passes on its command's own exit code \
+                  and fails with 125 (egressor could not run it), 126 (not executable) or 127 (not \
+                  found). The table: README, \"Exit codes\"."
 )]
 pub struct Cli {
     /// The workspace file (a DuckDB database); created on first use.
@@ -94,6 +97,18 @@ pub enum Command {
     /// Inspect and maintain the workspace.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Run a command (a CI step) in a cgroup of its own and report every destination it talked to,
+    /// with bytes, class and cost per run and per month; check it against a policy.
+    Run(RunArgs),
+    /// Check the workspace's traffic of a period against a policy (budgets, destinations, limits).
+    Check(CheckArgs),
+    /// Check a policy file; every problem is reported as file:line:col: field.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -510,6 +525,98 @@ fn parse_month(s: &str) -> Result<String, String> {
     if ok { Ok(s.to_string()) } else { Err(format!("`{s}`: expected a month such as 2026-11")) }
 }
 
+/// How `run` and `check` print: a table, JSON, or Markdown (a CI job summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Policy file: budgets, allowed and denied destinations, byte limits (docs/policy.md).
+    #[arg(long, env = "EGRESSOR_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Report violations but exit as if there were none (also `mode = "report"` in the policy).
+    #[arg(long)]
+    pub report_only: bool,
+    /// Also write the report to this file: JSON if it ends in .json, Markdown if .md, else a table.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// How to print the report on standard output.
+    #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sudo egressor run --region us-east-1 -- make integration-test\n  \
+                  sudo egressor run --learn egressor-allow.toml -- ./deploy.sh\n  \
+                  sudo egressor run --policy egressor-policy.toml --runs-per-day 48 -- ./sync.sh"
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// How many times a day the command runs: the monthly cost is per run x this x 730/24 (default:
+    /// the policy's runner.runs_per_day, else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs_per_day: Option<u32>,
+    /// Write (or widen) FILE with an allow list of every destination the command talked to: a policy
+    /// file to gate later runs with (`--policy FILE`, or `allow_from` in another policy).
+    #[arg(long, value_name = "FILE")]
+    pub learn: Option<PathBuf>,
+    /// Region this machine runs in (default: the policy's runner.region); without one nothing is priced.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Zone this machine runs in (default: the policy's runner.zone).
+    #[arg(long)]
+    pub zone: Option<String>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    /// Create the command's cgroup under this cgroup v2 directory (default: the root of the hierarchy).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_parent: Option<PathBuf>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Start of the period (default 24h).
+    #[arg(long, value_parser = parse_time_bound, default_value = "24h")]
+    pub since: TimeBound,
+    /// End of the period (exclusive; default now).
+    #[arg(long, value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file (and the allow lists it names); every problem as file:line:col: field.
+    Validate { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write egressor.1 and one page per command (egressor-run.1, ...) into this directory instead
+    /// of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TopologyCommand {
     /// Check a topology file; every problem is reported as file:line:col.
@@ -688,6 +795,39 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub use crate::model::parse_size;
+
+/// The completion script for `shell`, from the flags defined here.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "egressor", out);
+}
+
+/// The main man page (every command listed, the exit codes in its description).
+pub fn write_man_page(out: &mut dyn std::io::Write) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd).render(out)?;
+    Ok(())
+}
+
+/// `egressor` and one page per command (`egressor-run`, `egressor-pricing-show`, ...), as (name, roff).
+pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Building names each subcommand for its page (`egressor-pricing-show`) and synopsis.
+    cmd.build();
+    let mut pages = Vec::new();
+    add_pages(&cmd, &mut pages)?;
+    Ok(pages)
+}
+
+fn add_pages(cmd: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    pages.push((cmd.get_display_name().unwrap_or(cmd.get_name()).to_string(), buf));
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        add_pages(sub, pages)?;
+    }
+    Ok(())
+}
 
 /// Reads a token file: the first line, trimmed; an empty file is an error.
 pub fn read_token(path: &std::path::Path) -> Result<String> {

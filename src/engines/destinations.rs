@@ -99,6 +99,8 @@ pub struct JobReport {
     pub runs_per_day: u32,
     pub started: Timestamp,
     pub ended: Timestamp,
+    /// One line per destination, costliest first.
+    #[serde(rename = "destinations")]
     pub lines: Vec<Line>,
     pub totals: Totals,
     /// Bytes no price applies to, and why (e.g. no region for the runner).

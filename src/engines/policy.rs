@@ -125,7 +125,7 @@ enum SizeText {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// A violation fails the command (exit code 3).
+    /// A violation fails the command (exit code 4).
     Enforce,
     /// Violations are reported and the command exits as if there were none: adopting a gate.
     Report,
@@ -661,6 +661,66 @@ impl Verdict {
     pub fn fails(&self) -> bool {
         self.mode == Mode::Enforce && !self.violations.is_empty()
     }
+}
+
+/// What `check` measured: a priced period of the workspace. Destinations are the remote ends outside
+/// our networks that are not pods (by address: rollups keep no ports); scoped costs are the local
+/// party's (a workload is found by `name`, `namespace/name` or `namespace/kind/name`).
+pub fn period_usage(r: &super::cost::CostReport) -> Usage {
+    let mut destinations: BTreeMap<IpAddr, Destination> = BTreeMap::new();
+    let mut cost_by: BTreeMap<ScopeKey, Decimal> = BTreeMap::new();
+    let mut bytes_by_class: BTreeMap<Class, u64> = BTreeMap::new();
+    for (t, costs) in r.transfers.iter().zip(&r.transfer_costs).filter(|(t, _)| t.in_period) {
+        let cost: Decimal = costs.values().copied().sum();
+        let class = t.classified.class;
+        *bytes_by_class.entry(class).or_default() += t.bytes;
+        *cost_by.entry(ScopeKey::Class(class)).or_default() += cost;
+        let local = t.local();
+        if let Some(ns) = &local.namespace {
+            *cost_by.entry(ScopeKey::Namespace(ns.clone())).or_default() += cost;
+        }
+        for name in workload_names(local) {
+            *cost_by.entry(ScopeKey::Workload(name)).or_default() += cost;
+        }
+        let remote = t.remote();
+        let Some(ip) = remote.ip.filter(|_| !t.classified.remote_ours && remote.node.is_none()) else { continue };
+        let d = destinations.entry(ip).or_insert_with(|| Destination {
+            ip,
+            port: None,
+            service: t.classified.service.clone(),
+            label: t.classified.remote_label.clone(),
+            class,
+            bytes_out: 0,
+            bytes_in: 0,
+        });
+        match t.direction {
+            super::classify::Direction::Out => {
+                d.bytes_out += t.bytes;
+                d.class = class;
+            }
+            super::classify::Direction::In => d.bytes_in += t.bytes,
+        }
+    }
+    Usage {
+        span: Span::Period { days: r.hours / Decimal::from(24) },
+        destinations: destinations.into_values().collect(),
+        cost: r.totals.cost,
+        cost_by,
+        bytes_by_class,
+    }
+}
+
+/// The names a workload budget may use for a party: `name`, `namespace/name`, `namespace/kind/name`.
+fn workload_names(p: &crate::model::Party) -> Vec<String> {
+    let Some(name) = &p.workload_name else { return Vec::new() };
+    let mut out = vec![name.clone()];
+    if let Some(ns) = &p.namespace {
+        out.push(format!("{ns}/{name}"));
+        if let Some(kind) = &p.workload_kind {
+            out.push(format!("{ns}/{kind}/{name}"));
+        }
+    }
+    out
 }
 
 pub fn evaluate(policy: &Policy, usage: &Usage, currency: &str) -> Verdict {

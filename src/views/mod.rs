@@ -9,6 +9,7 @@ pub mod flows;
 pub mod graph;
 pub mod reconcile;
 pub mod reports;
+pub mod run;
 pub mod top;
 
 use comfy_table::{ContentArrangement, Table, presets};

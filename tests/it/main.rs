@@ -12,6 +12,7 @@ mod cost;
 mod lab;
 mod pricing;
 mod pull;
+mod run;
 mod top;
 mod truth;
 mod workspace;

@@ -16,7 +16,8 @@ use std::process::Command;
 /// Debian packages: clang/llvm/libbpf-dev build the probes, bpftool inspects them, iperf3 and tmux are
 /// used by tests and benchmarks, nethogs is the agent benchmark's peer (bandwhich, the other, comes
 /// from crates.io: `cargo install bandwhich`), graphviz renders `egressor graph --output dot`, time
-/// (`/usr/bin/time`) measures iperf3 in `docs/experiments/veth-hook-floor.py`.
+/// (`/usr/bin/time`) measures iperf3 in `docs/experiments/veth-hook-floor.py`; python3, util-linux
+/// (setpriv), zsh and man-db are used by the `run`, completion and man page tests.
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -31,6 +32,12 @@ const APT_PACKAGES: &[&str] = &[
     "graphviz",
     "curl",
     "time",
+    // `egressor run` tests: python3 is a forked server, setpriv runs egressor without root, zsh and
+    // man-db load the completion script and render the man page.
+    "python3",
+    "util-linux",
+    "zsh",
+    "man-db",
 ];
 
 fn main() -> Result<()> {
