@@ -138,7 +138,9 @@ fn wait_draining(
 ) -> Result<ExitStatus, JobError> {
     let mut next_drain = Instant::now() + interval;
     loop {
-        if let Some(status) = child.try_wait().map_err(|source| JobError::Io { context: "waiting for the command", source })? {
+        if let Some(status) =
+            child.try_wait().map_err(|source| JobError::Io { context: "waiting for the command", source })?
+        {
             return Ok(status);
         }
         let signal = PENDING_SIGNAL.swap(0, Ordering::SeqCst);

@@ -550,11 +550,9 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  sudo egressor run --region us-east-1 -- make integration-test\n  \
+#[command(after_help = "Examples:\n  sudo egressor run --region us-east-1 -- make integration-test\n  \
                   sudo egressor run --learn egressor-allow.toml -- ./deploy.sh\n  \
-                  sudo egressor run --policy egressor-policy.toml --runs-per-day 48 -- ./sync.sh"
-)]
+                  sudo egressor run --policy egressor-policy.toml --runs-per-day 48 -- ./sync.sh")]
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,

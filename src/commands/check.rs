@@ -8,7 +8,9 @@ use super::run::{VIOLATION, append, format, format_for_file};
 use crate::cli::{CheckArgs, Settings};
 use crate::engines::cost::GroupBy;
 use crate::engines::policy::{self, Mode, Policy};
-use crate::views::run::{CHECK_SCHEMA, CheckView, PolicyOutcome, ReportFormat, check_report, github_annotations};
+use crate::views::run::{
+    CHECK_SCHEMA, CheckView, PolicyOutcome, ReportFormat, check_report, github_annotations,
+};
 use anyhow::{Context, Result};
 use rust_decimal::Decimal;
 use std::io::Write;
@@ -45,7 +47,11 @@ pub fn run(settings: &Settings, args: &CheckArgs, out: &mut dyn Write) -> Result
         cost: report.totals.cost,
         cost_per_day: if days.is_zero() { Decimal::ZERO } else { report.totals.cost / days },
         destinations: usage.destinations.len(),
-        policy: PolicyOutcome { file: file.display().to_string(), verdict: &verdict, passed: !verdict.fails() },
+        policy: PolicyOutcome {
+            file: file.display().to_string(),
+            verdict: &verdict,
+            passed: !verdict.fails(),
+        },
     };
     check_report(out, &view, format(args.policy.output))?;
     if let Some(f) = &args.policy.report {

@@ -135,7 +135,9 @@ fn learn(file: &Path, report: &JobReport, command: &[std::ffi::OsString]) -> Res
         file.display()
     );
     let text = policy::learned_file(&entries, &previous, &header);
-    let total = Policy::parse(file, &text).map(|p| p.allow.len()).context("the learned allow list does not read back")?;
+    let total = Policy::parse(file, &text)
+        .map(|p| p.allow.len())
+        .context("the learned allow list does not read back")?;
     std::fs::write(file, text).with_context(|| format!("cannot write the allow list {}", file.display()))?;
     Ok(Learned { file: file.display().to_string(), entries: total })
 }

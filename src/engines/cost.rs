@@ -610,7 +610,13 @@ impl Ledger {
 }
 
 impl Transfer {
-    fn new(ri: usize, row: &TrafficRow, direction: Direction, bytes: u64, classified: Classified) -> Transfer {
+    fn new(
+        ri: usize,
+        row: &TrafficRow,
+        direction: Direction,
+        bytes: u64,
+        classified: Classified,
+    ) -> Transfer {
         let local = row.local.workload_label();
         let (sender, receiver) = match direction {
             Direction::Out => (local, classified.remote_label.clone()),

@@ -130,7 +130,8 @@ pub fn report(
         by: GroupBy::Class,
         free_allowances: false,
     })?;
-    let month_factor = Decimal::from(pricing.runs_per_day) * Decimal::from(HOURS_PER_MONTH) / Decimal::from(24);
+    let month_factor =
+        Decimal::from(pricing.runs_per_day) * Decimal::from(HOURS_PER_MONTH) / Decimal::from(24);
     let mut bytes_by_class = BTreeMap::new();
     let mut cost_by_class: BTreeMap<Class, Decimal> = BTreeMap::new();
     for (t, costs) in priced.transfers.iter().zip(&priced.transfer_costs) {
@@ -152,7 +153,8 @@ pub fn report(
         line.cost_per_month = line.cost_per_run * month_factor;
     }
     lines.sort_by(|a, b| {
-        (b.cost_per_run, b.bytes_out + b.bytes_in).cmp(&(a.cost_per_run, a.bytes_out + a.bytes_in))
+        (b.cost_per_run, b.bytes_out + b.bytes_in)
+            .cmp(&(a.cost_per_run, a.bytes_out + a.bytes_in))
             .then_with(|| (a.address, a.port).cmp(&(b.address, b.port)))
     });
     let totals = Totals {
@@ -235,7 +237,12 @@ fn group(records: &[FlowRecord]) -> Vec<Line> {
 
 /// One traffic row per line, from this host at the runner's place; loopback lines are not priced
 /// (never billed, and the classifier would call an unplaced private address `unknown`).
-fn traffic_rows(lines: &[Line], records: &[FlowRecord], runner: &Runner, started: Timestamp) -> Vec<TrafficRow> {
+fn traffic_rows(
+    lines: &[Line],
+    records: &[FlowRecord],
+    runner: &Runner,
+    started: Timestamp,
+) -> Vec<TrafficRow> {
     let local_ip = records.iter().map(|r| r.local.ip.to_canonical()).find(|ip| !ip.is_loopback());
     let local = Party {
         ip: local_ip,

@@ -325,12 +325,20 @@ impl Check<'_> {
     }
 
     fn origin(&self, span: Range<usize>, field: &str) -> RuleOrigin {
-        RuleOrigin { file: self.file.clone(), line: line_col(self.text, span.start).0, field: field.to_string() }
+        RuleOrigin {
+            file: self.file.clone(),
+            line: line_col(self.text, span.start).0,
+            field: field.to_string(),
+        }
     }
 
     fn policy(&mut self, path: &Path, raw: RawPolicy) -> Option<Policy> {
         match &raw.version {
-            None => self.problem(0..0, "version", format!("missing `version = {POLICY_VERSION}` (the first line of a policy file)")),
+            None => self.problem(
+                0..0,
+                "version",
+                format!("missing `version = {POLICY_VERSION}` (the first line of a policy file)"),
+            ),
             Some(v) if *v.get_ref() != POLICY_VERSION => self.problem(
                 v.span(),
                 "version",
@@ -366,7 +374,11 @@ impl Check<'_> {
             None | Some(("enforce", _)) => Mode::Enforce,
             Some(("report", _)) => Mode::Report,
             Some((other, span)) => {
-                self.problem(span, "mode", format!("unknown mode {other:?}; expected \"enforce\" or \"report\""));
+                self.problem(
+                    span,
+                    "mode",
+                    format!("unknown mode {other:?}; expected \"enforce\" or \"report\""),
+                );
                 Mode::Enforce
             }
         }
@@ -376,7 +388,11 @@ impl Check<'_> {
         let runs_per_day = r.runs_per_day.as_ref().and_then(|n| match u32::try_from(*n.get_ref()) {
             Ok(v) if v > 0 => Some(v),
             _ => {
-                self.problem(n.span(), "runner.runs_per_day", format!("{} runs per day: expected a whole number >= 1", n.get_ref()));
+                self.problem(
+                    n.span(),
+                    "runner.runs_per_day",
+                    format!("{} runs per day: expected a whole number >= 1", n.get_ref()),
+                );
                 None
             }
         });
@@ -410,7 +426,11 @@ impl Check<'_> {
             if let Some(scope) = self.scope(entry, &field) {
                 let e = entry.get_ref();
                 if e.per_run.is_none() && e.per_day.is_none() {
-                    self.problem(entry.span(), &field, "a limit needs `per_run` or `per_day` (or both)".into());
+                    self.problem(
+                        entry.span(),
+                        &field,
+                        "a limit needs `per_run` or `per_day` (or both)".into(),
+                    );
                 }
                 self.budget_amounts(&mut out, scope, e.per_run.as_ref(), e.per_day.as_ref(), &field);
             }
@@ -441,7 +461,11 @@ impl Check<'_> {
         let e = entry.get_ref();
         let given = [e.class.is_some(), e.namespace.is_some(), e.workload.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
-            self.problem(entry.span(), field, "give exactly one of `class`, `namespace` or `workload`".into());
+            self.problem(
+                entry.span(),
+                field,
+                "give exactly one of `class`, `namespace` or `workload`".into(),
+            );
             return None;
         }
         if let Some(c) = &e.class {
@@ -449,7 +473,11 @@ impl Check<'_> {
                 Some(class) => Some(Scope::Class(class)),
                 None => {
                     let names = Class::names();
-                    self.problem(c.span(), &format!("{field}.class"), format!("unknown class {:?}; expected one of {names}", c.get_ref()));
+                    self.problem(
+                        c.span(),
+                        &format!("{field}.class"),
+                        format!("unknown class {:?}; expected one of {names}", c.get_ref()),
+                    );
                     None
                 }
             };
@@ -465,9 +493,11 @@ impl Check<'_> {
         for (i, s) in list.iter().enumerate() {
             let field = format!("{field}[{i}]");
             match parse_pattern(s.get_ref()) {
-                Ok(pattern) => {
-                    out.push(Entry { pattern, text: s.get_ref().clone(), origin: self.origin(s.span(), &field) })
-                }
+                Ok(pattern) => out.push(Entry {
+                    pattern,
+                    text: s.get_ref().clone(),
+                    origin: self.origin(s.span(), &field),
+                }),
                 Err(message) => self.problem(s.span(), &field, message),
             }
         }
@@ -489,7 +519,9 @@ impl Check<'_> {
                 SizeText::Text(t) => crate::model::parse_size(t),
             };
             match bytes {
-                Ok(bytes) => out.push(ByteLimit { traffic, per, bytes, origin: self.origin(v.span(), &field) }),
+                Ok(bytes) => {
+                    out.push(ByteLimit { traffic, per, bytes, origin: self.origin(v.span(), &field) })
+                }
                 Err(message) => self.problem(v.span(), &field, message),
             }
         }
@@ -533,7 +565,8 @@ pub fn parse_pattern(s: &str) -> Result<Pattern, String> {
 
 /// `a.b.c.d:port`, `cidr:port`, `[v6]:port`; a bare IPv6 address has no port.
 fn split_port(t: &str) -> Result<(&str, Option<u16>), String> {
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{t:?}: port {p:?} is not a number from 0 to 65535"));
+    let port =
+        |p: &str| p.parse::<u16>().map_err(|_| format!("{t:?}: port {p:?} is not a number from 0 to 65535"));
     if let Some(rest) = t.strip_prefix('[') {
         let (addr, after) = rest.split_once(']').ok_or_else(|| format!("{t:?}: missing `]`"))?;
         return match after.strip_prefix(':') {
@@ -600,7 +633,9 @@ impl Usage {
             (Span::Run { runs_per_day }, Per::Day) => Ok(amount * Decimal::from(runs_per_day)),
             (Span::Period { days }, Per::Day) if !days.is_zero() => Ok(amount / days),
             (Span::Period { .. }, Per::Day) => Err("the period holds no traffic"),
-            (Span::Period { .. }, Per::Run) => Err("per_run applies to `egressor run`; `check` reads a period"),
+            (Span::Period { .. }, Per::Run) => {
+                Err("per_run applies to `egressor run`; `check` reads a period")
+            }
         }
     }
 
@@ -683,7 +718,9 @@ pub fn period_usage(r: &super::cost::CostReport) -> Usage {
             *cost_by.entry(ScopeKey::Workload(name)).or_default() += cost;
         }
         let remote = t.remote();
-        let Some(ip) = remote.ip.filter(|_| !t.classified.remote_ours && remote.node.is_none()) else { continue };
+        let Some(ip) = remote.ip.filter(|_| !t.classified.remote_ours && remote.node.is_none()) else {
+            continue;
+        };
         let d = destinations.entry(ip).or_insert_with(|| Destination {
             ip,
             port: None,
@@ -749,7 +786,10 @@ fn check_budget(v: &mut Verdict, b: &Budget, usage: &Usage, currency: &str) {
             kind: RuleKind::Budget,
             rule: b.origin.clone(),
             subject: b.scope.to_string(),
-            message: format!("{} costs {observed} {per}, over the budget of {limit} {per} ({})", b.scope, b.origin),
+            message: format!(
+                "{} costs {observed} {per}, over the budget of {limit} {per} ({})",
+                b.scope, b.origin
+            ),
             observed,
             limit,
         });
@@ -757,7 +797,8 @@ fn check_budget(v: &mut Verdict, b: &Budget, usage: &Usage, currency: &str) {
 }
 
 fn check_limit(v: &mut Verdict, l: &ByteLimit, usage: &Usage) {
-    let bytes: u64 = l.traffic.classes().iter().map(|c| usage.bytes_by_class.get(c).copied().unwrap_or(0)).sum();
+    let bytes: u64 =
+        l.traffic.classes().iter().map(|c| usage.bytes_by_class.get(c).copied().unwrap_or(0)).sum();
     let bytes = match usage.scaled(Decimal::from(bytes), l.per) {
         Ok(b) => b,
         Err(why) => return v.skipped.push(Skipped { rule: l.origin.clone(), why: why.into() }),
@@ -804,7 +845,13 @@ fn check_destinations(v: &mut Verdict, policy: &Policy, usage: &Usage) {
                 subject: d.label.clone(),
                 observed: traffic_summary(d),
                 limit: format!("denied by {:?}", e.text),
-                message: format!("{} is denied by {:?} ({}): {}", d.label, e.text, e.origin, traffic_summary(d)),
+                message: format!(
+                    "{} is denied by {:?} ({}): {}",
+                    d.label,
+                    e.text,
+                    e.origin,
+                    traffic_summary(d)
+                ),
             });
         } else if let Some(rule) = &policy.allowlist
             && !policy.allow.iter().any(|e| matches(&e.pattern, d))

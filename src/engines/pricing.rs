@@ -35,8 +35,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use validate::Problem;
 pub(crate) use schema::AmountText;
+pub use validate::Problem;
 
 /// The tables that ship inside the binary, with the path they are reported under in errors and in
 /// `pricing show`. Embedding them means a released binary can always price, whatever its cwd.

@@ -54,7 +54,12 @@ pub struct Learned {
     pub entries: usize,
 }
 
-pub fn run_report(out: &mut dyn Write, v: &RunView<'_>, format: ReportFormat, color: bool) -> anyhow::Result<()> {
+pub fn run_report(
+    out: &mut dyn Write,
+    v: &RunView<'_>,
+    format: ReportFormat,
+    color: bool,
+) -> anyhow::Result<()> {
     match format {
         ReportFormat::Json => write_json(out, v),
         ReportFormat::Table => run_table(out, v, color),
@@ -94,7 +99,13 @@ fn destination(l: &Line) -> String {
 
 fn run_table(out: &mut dyn Write, v: &RunView<'_>, color: bool) -> anyhow::Result<()> {
     let r = v.report;
-    writeln!(out, "egressor run: {} exited {} after {}", v.command.join(" "), v.exit_code, duration(r.started, r.ended))?;
+    writeln!(
+        out,
+        "egressor run: {} exited {} after {}",
+        v.command.join(" "),
+        v.exit_code,
+        duration(r.started, r.ended)
+    )?;
     writeln!(out, "{}", per_run_line(v))?;
     let mut t = new_table(
         &["Destination", "Class", "Processes", "Conns", "Sent", "Received", "Per run", "Per month"],
@@ -150,7 +161,13 @@ fn policy_lines(out: &mut dyn Write, p: &PolicyOutcome<'_>) -> anyhow::Result<()
     if v.violations.is_empty() {
         writeln!(out, "policy {}{mode}: passed ({} rules checked)", p.file, v.checked)?;
     } else {
-        writeln!(out, "policy {}{mode}: {} violations ({} rules checked)", p.file, v.violations.len(), v.checked)?;
+        writeln!(
+            out,
+            "policy {}{mode}: {} violations ({} rules checked)",
+            p.file,
+            v.violations.len(),
+            v.checked
+        )?;
         for x in &v.violations {
             writeln!(out, "  VIOLATION {}", x.message)?;
         }

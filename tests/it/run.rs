@@ -59,7 +59,10 @@ impl Peer {
     }
 
     /// Runs `f` on a thread inside the namespace (setns affects the calling thread only).
-    fn spawn_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    fn spawn_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/run/netns/{}", self.ns);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open the namespace");
@@ -137,7 +140,9 @@ fn serve(mut s: TcpStream) -> Option<Seen> {
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+        })
         .unwrap_or(0);
     while buf.len() < head_end + length {
         let n = s.read(&mut chunk).ok()?;
@@ -148,7 +153,8 @@ fn serve(mut s: TcpStream) -> Option<Seen> {
     }
     let path = head.split_whitespace().nth(1).unwrap_or("/0");
     let size: usize = path.trim_start_matches('/').parse().unwrap_or(0);
-    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n").into_bytes();
     response.resize(response.len() + size, b'x');
     s.write_all(&response).ok()?;
     let _ = s.shutdown(std::net::Shutdown::Write);
@@ -176,7 +182,11 @@ fn assert_within_headers(what: &str, counted: u64, payload: u64) {
 fn egressor_run(ctx: &TestContext, args: &[&str]) -> Output {
     let mut all = vec!["run"];
     all.extend_from_slice(args);
-    ctx.cmd(&all).env_remove("GITHUB_ACTIONS").env_remove("GITHUB_STEP_SUMMARY").output().expect("run egressor")
+    ctx.cmd(&all)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .expect("run egressor")
 }
 
 fn report(ctx: &TestContext, file: &str) -> Value {
@@ -207,7 +217,10 @@ fn run_reports_a_curl_to_another_namespace_and_not_the_hosts_other_traffic() {
                 let mut s = TcpStream::connect(to).unwrap();
                 ports.push(s.local_addr().unwrap());
                 let body = vec![b'o'; 2 << 20];
-                s.write_all(format!("POST /10 HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes()).unwrap();
+                s.write_all(
+                    format!("POST /10 HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                )
+                .unwrap();
                 s.write_all(&body).unwrap();
                 let _ = std::io::copy(&mut s, &mut std::io::sink());
             }
@@ -219,8 +232,24 @@ fn run_reports_a_curl_to_another_namespace_and_not_the_hosts_other_traffic() {
     let report_file = ctx.path("r.json");
     let out = egressor_run(
         &ctx,
-        &["--region", "us-east-1", "--runs-per-day", "24", "--report", report_file.to_str().unwrap(), "--", "curl", "-sS", "-o", "/dev/null",
-          "--limit-rate", "2M", "--data-binary", &data, &url],
+        &[
+            "--region",
+            "us-east-1",
+            "--runs-per-day",
+            "24",
+            "--report",
+            report_file.to_str().unwrap(),
+            "--",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            "2M",
+            "--data-binary",
+            &data,
+            &url,
+        ],
     );
     stop.store(true, Ordering::SeqCst);
     let other_ports = other.join().unwrap();
@@ -232,7 +261,10 @@ fn run_reports_a_curl_to_another_namespace_and_not_the_hosts_other_traffic() {
     let d = destinations(&r);
     assert_eq!(d.len(), 1, "one destination: {r:#}");
     let d = d[0];
-    assert_eq!((d["address"].as_str(), d["port"].as_u64(), d["proto"].as_str()), (Some("198.51.100.10"), Some(8080), Some("tcp")));
+    assert_eq!(
+        (d["address"].as_str(), d["port"].as_u64(), d["proto"].as_str()),
+        (Some("198.51.100.10"), Some(8080), Some("tcp"))
+    );
     assert_eq!(d["class"], "internet", "{d:#}");
     assert_eq!(d["connections"], 1);
     assert_eq!(d["processes"], serde_json::json!(["curl"]));
@@ -294,7 +326,8 @@ fn children_of_the_command_are_counted_a_forked_server_too() {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    let out = egressor_run(&ctx, &["--region", "us-east-1", "-o", "json", "--", "sh", script.to_str().unwrap()]);
+    let out =
+        egressor_run(&ctx, &["--region", "us-east-1", "-o", "json", "--", "sh", script.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(client.join().unwrap(), 50_000);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
@@ -306,7 +339,11 @@ fn children_of_the_command_are_counted_a_forked_server_too() {
     assert_eq!(curl["connections"], 2, "both curls: {curl:#}");
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
-    assert_within_headers("curl x2 received", curl["bytes_in"].as_u64().unwrap(), seen.iter().map(|s| s.written).sum());
+    assert_within_headers(
+        "curl x2 received",
+        curl["bytes_in"].as_u64().unwrap(),
+        seen.iter().map(|s| s.written).sum(),
+    );
     let forked = line(18181);
     assert_eq!(forked["way"], "inbound");
     assert_eq!(forked["address"].as_str(), Some(peer.ns_ip.to_string().as_str()));
@@ -345,7 +382,10 @@ fn a_policy_gates_the_run_with_learned_and_denied_destinations() {
     assert!(out.status.success(), "{}", show(&out));
     let learned = std::fs::read_to_string(&allow).unwrap();
     assert!(learned.contains(&format!("\"{ns_ip}:8080\",")), "{learned}");
-    assert!(ctx.ok(&["policy", "validate", allow.to_str().unwrap()]).contains(": ok (enforce; 0 budgets, 1 allowed"));
+    assert!(
+        ctx.ok(&["policy", "validate", allow.to_str().unwrap()])
+            .contains(": ok (enforce; 0 budgets, 1 allowed")
+    );
 
     // Gate: the same job passes, a new destination fails with the violation code and its name.
     let out = run(&["--policy", allow.to_str().unwrap()], curl(&ns_ip), &[]);
@@ -355,11 +395,22 @@ fn a_policy_gates_the_run_with_learned_and_denied_destinations() {
     let out = run(&["--policy", allow.to_str().unwrap()], curl("52.216.8.10"), &gh);
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("VIOLATION aws:S3 us-east-1 (52.216.8.10:8080/tcp) is not in the allow list"), "{stdout}");
+    assert!(
+        stdout.contains("VIOLATION aws:S3 us-east-1 (52.216.8.10:8080/tcp) is not in the allow list"),
+        "{stdout}"
+    );
     let annotation = stdout.lines().find(|l| l.starts_with("::error ")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(annotation.contains(&format!("file={}", allow.display())) && annotation.contains(",line=7,"), "{annotation}");
+    assert!(
+        annotation.contains(&format!("file={}", allow.display())) && annotation.contains(",line=7,"),
+        "{annotation}"
+    );
     let md = std::fs::read_to_string(&summary).unwrap();
-    assert!(md.starts_with("### egressor run: `curl -sS -o /dev/null http://52.216.8.10:8080/100` exited 0 — policy violated"), "{md}");
+    assert!(
+        md.starts_with(
+            "### egressor run: `curl -sS -o /dev/null http://52.216.8.10:8080/100` exited 0 — policy violated"
+        ),
+        "{md}"
+    );
     assert!(md.contains("| `52.216.8.10:8080/tcp aws:S3 us-east-1` |"), "{md}");
 
     // Report-only: the same violation, exit 0.
@@ -395,17 +446,33 @@ fn run_exit_codes_say_whose_failure_it_was() {
     std::fs::write(&bad, "version = 1\n[budget]\nper_run = 0.5\n").unwrap();
     let out = egressor_run(&ctx, &["--policy", bad.to_str().unwrap(), "--", "true"]);
     assert_eq!(out.status.code(), Some(125), "a bad policy is egressor's failure: {}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:3:11: budget.per_run: amount 0.5 is a TOML float"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("bad.toml:3:11: budget.per_run: amount 0.5 is a TOML float")
+    );
 
     // Without root: what to do.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_egressor"), "run", "--", "true"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_egressor"),
+            "run",
+            "--",
+            "true",
+        ])
         .env("EGRESSOR_WORKSPACE", ctx.workspace())
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(out.status.code(), Some(125), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("egressor run needs root") && err.contains("sudo -E egressor run") && err.contains("CAP_BPF"), "{err}");
+    assert!(
+        err.contains("egressor run needs root")
+            && err.contains("sudo -E egressor run")
+            && err.contains("CAP_BPF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -422,7 +489,13 @@ fn a_malformed_policy_names_file_line_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     let want_prefix = format!("{}:5:11: budget.limit[0].per_day: `x` is not a decimal number", p.display());
     assert!(err.lines().next().unwrap().starts_with(&want_prefix), "{err}");
-    assert!(err.contains(&format!("{}:8:10: destinations.allow[0]: \"10.0.0.0/33\" is not a destination", p.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:8:10: destinations.allow[0]: \"10.0.0.0/33\" is not a destination",
+            p.display()
+        )),
+        "{err}"
+    );
     assert!(err.trim_end().ends_with("2 problems"), "{err}");
 }
 
@@ -432,12 +505,17 @@ fn check_on_the_demo_fails_below_its_cost_and_passes_above() {
     ctx.ok(&["demo", "--end", "2026-11-20T00:00:00Z"]);
     let write = |budget: &str| {
         let p = ctx.path("budget.toml");
-        std::fs::write(&p, format!("version = 1\n[budget]\nper_day = \"{budget}\"\nper_run = \"1\"\n")).unwrap();
+        std::fs::write(&p, format!("version = 1\n[budget]\nper_day = \"{budget}\"\nper_run = \"1\"\n"))
+            .unwrap();
         p
     };
     let p = write("1000000");
     let r = ctx.json(&["check", "--policy", p.to_str().unwrap(), "--since", "7d", "-o", "json"]);
-    assert!(ctx.schema_errors("check.v1.json", &r).is_empty(), "{:?}", ctx.schema_errors("check.v1.json", &r));
+    assert!(
+        ctx.schema_errors("check.v1.json", &r).is_empty(),
+        "{:?}",
+        ctx.schema_errors("check.v1.json", &r)
+    );
     assert_eq!(r["policy"]["passed"], true);
     assert_eq!(r["policy"]["skipped"][0]["why"], "per_run applies to `egressor run`; `check` reads a period");
     // The same cost per day as `cost` over the same period.
@@ -451,7 +529,11 @@ fn check_on_the_demo_fails_below_its_cost_and_passes_above() {
     let p = write(&below);
     let out = ctx.cmd(&["check", "--policy", p.to_str().unwrap(), "--since", "7d"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("over the budget of {below} USD per day")), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("over the budget of {below} USD per day")),
+        "{}",
+        show(&out)
+    );
     let p = write(&format!("{:.2}", per_day * 1.1));
     let out = ctx.cmd(&["check", "--policy", p.to_str().unwrap(), "--since", "7d"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -475,7 +557,13 @@ fn completions_load_in_bash_and_zsh_and_the_man_page_renders() {
     let zsh = ctx.path("_egressor");
     std::fs::write(&zsh, ctx.ok(&["completions", "zsh"])).unwrap();
     let out = Command::new("zsh")
-        .args(["-fc", &format!("autoload -Uz compinit && compinit -u -D && source {} && print -r -- $_comps[egressor]", zsh.display())])
+        .args([
+            "-fc",
+            &format!(
+                "autoload -Uz compinit && compinit -u -D && source {} && print -r -- $_comps[egressor]",
+                zsh.display()
+            ),
+        ])
         .output()
         .expect("zsh is not installed: run `cargo xtask deps`");
     assert!(out.status.success(), "{}", show(&out));
@@ -493,11 +581,21 @@ fn completions_load_in_bash_and_zsh_and_the_man_page_renders() {
         .expect("man (man-db) is not installed: run `cargo xtask deps`");
     assert!(out.status.success(), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("egressor - Find, explain and cut unnecessary or expensive data transfer"), "{text}");
+    assert!(
+        text.contains("egressor - Find, explain and cut unnecessary or expensive data transfer"),
+        "{text}"
+    );
     assert!(text.contains("4 policy violation"), "{text}");
     let dir = ctx.path("man1");
     let written = ctx.ok(&["man", "--dir", dir.to_str().unwrap()]);
-    assert!(written.contains("egressor-run.1") && written.contains("egressor-pricing-validate.1"), "{written}");
-    let out = Command::new("man").args(["-l", dir.join("egressor-run.1").to_str().unwrap()]).env("MANPAGER", "cat").output().unwrap();
+    assert!(
+        written.contains("egressor-run.1") && written.contains("egressor-pricing-validate.1"),
+        "{written}"
+    );
+    let out = Command::new("man")
+        .args(["-l", dir.join("egressor-run.1").to_str().unwrap()])
+        .env("MANPAGER", "cat")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--learn"), "{}", show(&out));
 }

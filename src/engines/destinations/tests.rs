@@ -2,7 +2,15 @@ use super::*;
 use crate::model::Endpoint;
 use std::str::FromStr;
 
-fn record(local: &str, remote: &str, initiator: Initiator, out: u64, inn: u64, opened: u32, comm: &str) -> FlowRecord {
+fn record(
+    local: &str,
+    remote: &str,
+    initiator: Initiator,
+    out: u64,
+    inn: u64,
+    opened: u32,
+    comm: &str,
+) -> FlowRecord {
     let l: std::net::SocketAddr = local.parse().unwrap();
     let r: std::net::SocketAddr = remote.parse().unwrap();
     let mut local = Endpoint::addr(l.ip(), l.port());
@@ -28,7 +36,12 @@ fn record(local: &str, remote: &str, initiator: Initiator, out: u64, inn: u64, o
 }
 
 fn runner(region: Option<&str>) -> Runner {
-    Runner { host: "ci-runner".into(), provider: Provider::Aws, region: region.map(str::to_string), zone: None }
+    Runner {
+        host: "ci-runner".into(),
+        provider: Provider::Aws,
+        region: region.map(str::to_string),
+        zone: None,
+    }
 }
 
 fn job(records: &[FlowRecord], region: Option<&str>) -> JobReport {
@@ -54,7 +67,8 @@ fn destinations_are_grouped_by_peer_and_priced_per_run_and_per_month() {
         record("127.0.0.1:40002", "127.0.0.1:5432", Initiator::Local, 7 * GB, 7 * GB, 1, "psql"),
     ];
     let r = job(&records, Some("us-east-1"));
-    let keys: Vec<_> = r.lines.iter().map(|l| (l.address.to_string(), l.port, l.way, l.connections)).collect();
+    let keys: Vec<_> =
+        r.lines.iter().map(|l| (l.address.to_string(), l.port, l.way, l.connections)).collect();
     assert_eq!(
         keys,
         vec![

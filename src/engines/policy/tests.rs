@@ -82,7 +82,8 @@ fn a_full_policy_reads_every_field() {
     assert_eq!(p.runner.region.as_deref(), Some("us-east-1"));
     assert_eq!(p.runner.topology.as_deref(), Some(Path::new("/etc/ci/net/topology.toml")));
     assert_eq!(p.runner.runs_per_day, Some(24));
-    let budgets: Vec<_> = p.budgets.iter().map(|b| (b.scope.to_string(), b.per, b.amount.to_string())).collect();
+    let budgets: Vec<_> =
+        p.budgets.iter().map(|b| (b.scope.to_string(), b.per, b.amount.to_string())).collect();
     assert_eq!(
         budgets,
         vec![
@@ -95,10 +96,7 @@ fn a_full_policy_reads_every_field() {
     );
     assert_eq!(p.budgets[2].origin.to_string(), "/etc/ci/p.toml:16 budget.limit[0].per_day");
     assert_eq!(p.allow.len(), 4);
-    assert_eq!(
-        p.allow[3].pattern,
-        Pattern::Net { net: "2001:db8::1/128".parse().unwrap(), port: Some(443) }
-    );
+    assert_eq!(p.allow[3].pattern, Pattern::Net { net: "2001:db8::1/128".parse().unwrap(), port: Some(443) });
     assert_eq!(
         p.deny[1].pattern,
         Pattern::Service { provider: Provider::Aws, service: "EC2".into(), region: Some("eu-west-1".into()) }
@@ -152,7 +150,10 @@ internet_bytes_per_run = "5 XB"
 
 #[test]
 fn syntax_errors_unknown_fields_and_versions_name_their_line() {
-    assert!(problems("version = 1\n[budget]\nper_week = \"1\"\n")[0].starts_with("3:per_week: unknown field `per_week`"));
+    assert!(
+        problems("version = 1\n[budget]\nper_week = \"1\"\n")[0]
+            .starts_with("3:per_week: unknown field `per_week`")
+    );
     assert!(problems("version = 1\n[destinations\n")[0].starts_with("2:"));
     assert!(problems("mode = \"report\"\n")[0].contains("missing `version = 1`"));
     assert!(problems("version = 2\n")[0].starts_with("1:version: version 2 is not one this egressor reads"));
@@ -169,7 +170,9 @@ fn budgets_scale_to_runs_per_day_and_to_days_of_a_period() {
     assert_eq!(v.violations.len(), 1, "{v:#?}");
     assert_eq!(v.violations[0].observed, "0.50 USD");
     assert_eq!(v.violations[0].rule.field, "budget.per_day");
-    assert!(v.violations[0].message.contains("over the budget of 0.40 USD per day (p.toml:4 budget.per_day)"));
+    assert!(
+        v.violations[0].message.contains("over the budget of 0.40 USD per day (p.toml:4 budget.per_day)")
+    );
     assert!(v.fails());
 
     // Over 7 days of a period: 2.80 / 7 = 0.40 per day is not over; per_run cannot be read.
@@ -211,7 +214,8 @@ fn deny_wins_over_allow_and_an_allow_list_closes_the_gate() {
     )
     .unwrap();
     let mut s3 = dest("52.216.8.10", Some(443), Class::Internet, 10);
-    s3.service = Some(CloudService { provider: Provider::Aws, service: "S3".into(), region: "us-east-1".into() });
+    s3.service =
+        Some(CloudService { provider: Provider::Aws, service: "S3".into(), region: "us-east-1".into() });
     let mut s3_other_region = s3.clone();
     s3_other_region.service.as_mut().unwrap().region = "eu-west-1".into();
     let u = run_usage(
@@ -241,7 +245,10 @@ fn deny_wins_over_allow_and_an_allow_list_closes_the_gate() {
 
 #[test]
 fn byte_limits_count_internet_and_cross_region_classes() {
-    let p = parse("version = 1\n[limits]\ninternet_bytes_per_run = \"1 KB\"\ncross_region_bytes_per_day = 5000\n").unwrap();
+    let p = parse(
+        "version = 1\n[limits]\ninternet_bytes_per_run = \"1 KB\"\ncross_region_bytes_per_day = 5000\n",
+    )
+    .unwrap();
     let u = run_usage(
         "0",
         vec![
@@ -260,7 +267,8 @@ fn byte_limits_count_internet_and_cross_region_classes() {
 fn a_learned_file_is_a_policy_and_learning_again_widens_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s3 = dest("52.216.8.10", Some(443), Class::Internet, 10);
-    s3.service = Some(CloudService { provider: Provider::Aws, service: "S3".into(), region: "us-east-1".into() });
+    s3.service =
+        Some(CloudService { provider: Provider::Aws, service: "S3".into(), region: "us-east-1".into() });
     let first = learned_entries(&[dest("198.51.100.10", Some(8080), Class::Internet, 1), s3.clone()]);
     assert_eq!(first, vec!["198.51.100.10:8080".to_string(), "aws:S3 us-east-1".to_string()]);
     let text = learned_file(&first, &[], "learned by a test\nsecond line");
