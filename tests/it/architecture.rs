@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u8)] = &[
 /// External crates that only one module (and `main.rs`, for clap's parser) may name.
 const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("clap", &["cli", "main"]),
+    ("clap_complete", &["cli"]),
+    ("clap_mangen", &["cli"]),
     ("duckdb", &["store"]),
     ("aya", &["capture"]),
     ("ratatui", &["views"]),
