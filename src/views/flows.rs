@@ -133,7 +133,7 @@ impl<'o> FlowSink<'o> {
 
 /// The start of the `flows --output json` document, up to the records.
 fn json_head(out: &mut dyn Write) -> Result<()> {
-    write!(out, "{{\"schema_version\":\"{FLOWS_SCHEMA}\",\"records\":[\n")?;
+    writeln!(out, "{{\"schema_version\":\"{FLOWS_SCHEMA}\",\"records\":[")?;
     Ok(())
 }
 
