@@ -130,7 +130,7 @@ impl From<OutputFormat> for Format {
 
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// How to print: a table for people, JSON or CSV for scripts (schemas in docs/).
+    /// How to print: a table for people, JSON or CSV for scripts (JSON schemas in docs/schemas/).
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }

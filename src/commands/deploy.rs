@@ -22,7 +22,13 @@ pub fn run(settings: &Settings, args: &DeployArgs, out: &mut dyn Write) -> Resul
     let cluster = cluster::connect(args.cluster.context.as_deref())?;
     let manifests = deploy::manifests_for(Some(&cluster), options)?;
     let done = deploy::apply(&cluster, &manifests, args.force)?;
-    views::cluster::applied(out, "egressor.deploy/v1", &done, args.out.output.into(), settings.color)?;
+    views::cluster::applied(
+        out,
+        views::cluster::DEPLOY_SCHEMA,
+        &done,
+        args.out.output.into(),
+        settings.color,
+    )?;
     eprintln!(
         "agents deployed to namespace {} of context {}; `egressor status` shows them, `egressor pull` collects their flows",
         args.cluster.namespace, cluster.context

@@ -13,7 +13,7 @@ pub fn run(settings: &Settings, args: &FlowsArgs, out: &mut dyn Write) -> Result
     let filter = FlowFilter { since, until, limit: Some(args.limit) };
     let mut sink = match args.out.output.into() {
         Format::Table => FlowSink::table(out, settings.color),
-        Format::Json => FlowSink::json_lines(out),
+        Format::Json => FlowSink::json(out),
         Format::Csv => FlowSink::csv(out),
     };
     ws.for_each_flow(&filter, |r| sink.push(r))?;

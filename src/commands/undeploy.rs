@@ -14,6 +14,12 @@ pub fn run(settings: &Settings, args: &UndeployArgs, out: &mut dyn Write) -> Res
     // The names are what matter here; the token is not read.
     let manifests = cluster::manifests::all(&options);
     let done = deploy::remove(&cluster, &manifests)?;
-    views::cluster::applied(out, "egressor.undeploy/v1", &done, args.out.output.into(), settings.color)?;
+    views::cluster::applied(
+        out,
+        views::cluster::UNDEPLOY_SCHEMA,
+        &done,
+        args.out.output.into(),
+        settings.color,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,9 @@ pub struct DemoSpec {
     pub end: Timestamp,
 }
 
+/// The version of `egressor demo --output json` (docs/schemas/demo.v1.json).
+pub const DEMO_SCHEMA: &str = "egressor.demo/v1";
+
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
     pub records: u64,

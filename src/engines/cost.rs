@@ -29,7 +29,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The JSON schema of `egressor cost --output json` (documented in `docs/cost.md`).
+/// The version of `egressor cost --output json` (docs/schemas/cost.v1.json, docs/cost.md).
 pub const COST_SCHEMA: &str = "egressor.cost/v1";
 
 /// Decimal places money is kept at inside the engine: shares and meter costs are rounded here so
@@ -229,6 +229,9 @@ pub struct Totals {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CostReport {
+    /// [`COST_SCHEMA`].
+    pub schema_version: &'static str,
+    /// The same, under the key v1 first printed it as (kept until v2).
     pub schema: &'static str,
     pub provider: Provider,
     pub currency: String,
@@ -913,6 +916,7 @@ fn build_report(
     let transfer_cost: Decimal = meters.iter().map(|m| m.cost).sum();
     let hourly_cost: Decimal = hourly.iter().map(|h| h.cost).sum();
     let mut report = CostReport {
+        schema_version: COST_SCHEMA,
         schema: COST_SCHEMA,
         provider: terms.provider,
         currency: terms.book.currency(terms.provider).unwrap_or("USD").to_string(),

@@ -98,8 +98,14 @@ pub struct Edge {
     pub detail: BTreeMap<String, u64>,
 }
 
+/// The version of `egressor graph --output json` (docs/schemas/graph.v1.json).
+pub const GRAPH_SCHEMA: &str = "egressor.graph/v1";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Graph {
+    /// [`GRAPH_SCHEMA`].
+    pub schema_version: &'static str,
+    /// The same, under the key v1 first printed it as (kept until v2).
     pub schema: &'static str,
     pub level: Level,
     pub seconds: f64,
@@ -256,7 +262,8 @@ pub fn build(report: &CostReport, q: &GraphQuery<'_>) -> Graph {
         }
     }
     Graph {
-        schema: "egressor.graph/v1",
+        schema_version: GRAPH_SCHEMA,
+        schema: GRAPH_SCHEMA,
         level: q.level,
         seconds,
         nodes: nodes.into_values().collect(),

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The JSON schema of `egressor reconcile --output json`.
+/// The version of `egressor reconcile --output json` (docs/schemas/reconcile.v1.json).
 pub const RECONCILE_SCHEMA: &str = "egressor.reconcile/v1";
 
 /// AWS's usage-type region codes (the prefix of `USE1-DataTransfer-Out-Bytes`), from the usage
@@ -144,6 +144,9 @@ pub struct Gap {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconciliation {
+    /// [`RECONCILE_SCHEMA`].
+    pub schema_version: &'static str,
+    /// The same, under the key v1 first printed it as (kept until v2).
     pub schema: &'static str,
     pub month: String,
     pub rows: Vec<UsageRow>,
@@ -214,6 +217,7 @@ pub fn reconcile(month: &str, bill: &[Billed], other_lines: u64, report: &CostRe
     let billed_cost: Decimal = rows.iter().map(|r| r.billed_cost).sum();
     let explained_cost: Decimal = rows.iter().map(|r| r.explained_cost).sum();
     Reconciliation {
+        schema_version: RECONCILE_SCHEMA,
         schema: RECONCILE_SCHEMA,
         month: month.to_string(),
         egressor_cost: rows.iter().map(|r| r.egressor_cost).sum(),

@@ -56,6 +56,9 @@ impl fmt::Display for ImportError {
     }
 }
 
+/// The version of `egressor import --output json` (docs/schemas/import.v1.json).
+pub const IMPORT_SCHEMA: &str = "egressor.import/v1";
+
 /// What an import did, beyond the ingest itself (rows the format says to skip).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ImportSummary {

@@ -15,7 +15,7 @@ pub mod schema;
 
 pub use anomalies::{AnomalyState, DemoEvent};
 pub use ingest::{IngestReport, IngestSession};
-pub use query::{FlowFilter, WorkspaceInfo};
+pub use query::{FlowFilter, WORKSPACE_INFO_SCHEMA, WorkspaceInfo};
 
 use crate::model::Timestamp;
 use anyhow::{Context, Result, bail};
@@ -309,6 +309,9 @@ impl Workspace {
         Ok(())
     }
 }
+
+/// The version of `egressor workspace prune --output json` (docs/schemas/prune.v1.json).
+pub const PRUNE_SCHEMA: &str = "egressor.prune/v1";
 
 #[derive(Debug, serde::Serialize)]
 pub struct PruneReport {

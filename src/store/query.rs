@@ -115,10 +115,14 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> Result<FlowRecord> {
     })
 }
 
+/// The version of `egressor workspace info --output json` (docs/schemas/workspace-info.v2.json).
+pub const WORKSPACE_INFO_SCHEMA: &str = "egressor.workspace-info/v2";
+
 #[derive(Debug, Serialize)]
 pub struct WorkspaceInfo {
     pub path: Option<String>,
-    pub schema_version: u32,
+    /// The version of the workspace's tables (`schema_migrations`, docs/data-model.md).
+    pub database_schema_version: u32,
     pub flow_records: u64,
     pub hourly_rollup_rows: u64,
     pub batches: u64,
@@ -291,7 +295,7 @@ impl Workspace {
         let (raw_days, rollup_days) = self.retention()?;
         Ok(WorkspaceInfo {
             path: self.path.as_ref().map(|p| p.display().to_string()),
-            schema_version: self.schema_version()?,
+            database_schema_version: self.schema_version()?,
             flow_records: flows as u64,
             hourly_rollup_rows: hourly as u64,
             batches: batches as u64,

@@ -308,6 +308,9 @@ pub fn chart(out: &mut dyn Write, e: &Evidence, mark: Option<(Timestamp, Option<
     Ok(())
 }
 
+/// The version of `egressor baseline --output json` (docs/schemas/baseline.v1.json).
+pub const BASELINE_SCHEMA: &str = "egressor.baseline/v1";
+
 #[derive(Serialize)]
 struct JsonBaseline<'a> {
     schema_version: &'static str,
@@ -328,12 +331,7 @@ pub fn baseline_report(
     if format != Format::Table {
         return write_json(
             out,
-            &JsonBaseline {
-                schema_version: "egressor.baseline/v1",
-                subject: key,
-                baseline: b,
-                series: recent,
-            },
+            &JsonBaseline { schema_version: BASELINE_SCHEMA, subject: key, baseline: b, series: recent },
         );
     }
     writeln!(out, "Baseline of {key}, bytes per hour, before {}", b.at)?;

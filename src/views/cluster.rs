@@ -7,7 +7,22 @@ use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;
 
-/// What `deploy` or `undeploy` did to each object.
+/// The version of `deploy --output json`.
+pub const DEPLOY_SCHEMA: &str = "egressor.deploy/v1";
+/// The version of `undeploy --output json` (the same shape as deploy's).
+pub const UNDEPLOY_SCHEMA: &str = "egressor.undeploy/v1";
+
+/// `deploy` or `undeploy --output json`: what was done to each object.
+#[derive(Serialize)]
+struct AppliedJson<'a> {
+    schema_version: &'a str,
+    /// Same as `schema_version` (the key v1 first printed it under).
+    schema: &'a str,
+    objects: &'a [Applied],
+}
+
+/// What `deploy` or `undeploy` did to each object; `schema` is [`DEPLOY_SCHEMA`] or
+/// [`UNDEPLOY_SCHEMA`].
 pub fn applied(
     out: &mut dyn Write,
     schema: &str,
@@ -16,7 +31,7 @@ pub fn applied(
     color: bool,
 ) -> Result<()> {
     match format {
-        Format::Json => write_json(out, &serde_json::json!({ "schema": schema, "objects": done })),
+        Format::Json => write_json(out, &AppliedJson { schema_version: schema, schema, objects: done }),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record(["kind", "namespace", "name", "change"])?;
@@ -45,6 +60,18 @@ fn change(a: &Applied) -> String {
     serde_json::to_value(a.change).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+/// The version of `status --output json`.
+pub const STATUS_SCHEMA: &str = "egressor.status/v1";
+
+/// `status --output json`: each node's agent.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    schema_version: &'static str,
+    /// Same as `schema_version` (the key v1 first printed it under).
+    schema: &'static str,
+    agents: &'a [AgentStatus],
+}
+
 /// One node's agent as `status` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentStatus {
@@ -62,7 +89,7 @@ pub struct AgentStatus {
 pub fn status(out: &mut dyn Write, agents: &[AgentStatus], format: Format, color: bool) -> Result<()> {
     match format {
         Format::Json => {
-            write_json(out, &serde_json::json!({ "schema": "egressor.status/v1", "agents": agents }))
+            write_json(out, &StatusJson { schema_version: STATUS_SCHEMA, schema: STATUS_SCHEMA, agents })
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);

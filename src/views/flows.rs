@@ -1,5 +1,6 @@
-//! Flow records as a table, JSON lines or CSV. JSON lines and CSV stream (constant memory), so
-//! `egressor export` of a month of flows works the same as `egressor flows --limit 10`.
+//! Flow records as a table, one JSON document (`flows --output json`), JSON lines (`export`) or
+//! CSV. All but the table stream (constant memory), so `egressor export` of a month of flows works
+//! the same as `egressor flows --limit 10`.
 
 use super::{align_right, new_table};
 use crate::model::{Endpoint, FlowRecord, human_bytes};
@@ -7,17 +8,41 @@ use crate::store::schema::{self, Val};
 use anyhow::Result;
 use std::io::Write;
 
+/// The version of `egressor flows --output json` (docs/schemas/flows.v1.json).
+pub const FLOWS_SCHEMA: &str = "egressor.flows/v1";
+
 pub enum FlowSink<'o> {
-    Table { rows: Vec<FlowRecord>, color: bool, out: &'o mut dyn Write },
-    JsonLines { out: &'o mut dyn Write },
+    Table {
+        rows: Vec<FlowRecord>,
+        color: bool,
+        out: &'o mut dyn Write,
+    },
+    /// `{"schema_version": .., "records": [..]}` written as it goes: each record compact on a line
+    /// of its own inside `records`, so the output is still read line by line with grep.
+    Json {
+        out: &'o mut dyn Write,
+        started: bool,
+    },
+    JsonLines {
+        out: &'o mut dyn Write,
+    },
     // Boxed: the CSV writer carries its own buffer and would make every variant that large.
-    Csv { w: Box<csv::Writer<&'o mut dyn Write>>, wrote_header: bool, ip: String },
+    Csv {
+        w: Box<csv::Writer<&'o mut dyn Write>>,
+        wrote_header: bool,
+        ip: String,
+    },
 }
 
 impl<'o> FlowSink<'o> {
     pub fn table(out: &'o mut dyn Write, color: bool) -> Self {
         FlowSink::Table { rows: Vec::new(), color, out }
     }
+    /// One document ([`FLOWS_SCHEMA`]) holding the records.
+    pub fn json(out: &'o mut dyn Write) -> Self {
+        FlowSink::Json { out, started: false }
+    }
+    /// A record per line and nothing else: the import format (docs/data-model.md).
     pub fn json_lines(out: &'o mut dyn Write) -> Self {
         FlowSink::JsonLines { out }
     }
@@ -28,6 +53,15 @@ impl<'o> FlowSink<'o> {
     pub fn push(&mut self, r: FlowRecord) -> Result<()> {
         match self {
             FlowSink::Table { rows, .. } => rows.push(r),
+            FlowSink::Json { out, started } => {
+                if *started {
+                    out.write_all(b",\n")?;
+                } else {
+                    json_head(&mut **out)?;
+                    *started = true;
+                }
+                serde_json::to_writer(&mut **out, &r)?;
+            }
             FlowSink::JsonLines { out } => {
                 serde_json::to_writer(&mut **out, &r)?;
                 out.write_all(b"\n")?;
@@ -83,11 +117,24 @@ impl<'o> FlowSink<'o> {
                 writeln!(out, "{t}")?;
                 writeln!(out, "{} flow record(s)", rows.len())?;
             }
+            FlowSink::Json { out, started } => {
+                if !started {
+                    json_head(&mut *out)?;
+                }
+                out.write_all(b"\n]}\n")?;
+                out.flush()?
+            }
             FlowSink::JsonLines { out } => out.flush()?,
             FlowSink::Csv { mut w, .. } => w.flush()?,
         }
         Ok(())
     }
+}
+
+/// The start of the `flows --output json` document, up to the records.
+fn json_head(out: &mut dyn Write) -> Result<()> {
+    writeln!(out, "{{\"schema_version\":\"{FLOWS_SCHEMA}\",\"records\":[")?;
+    Ok(())
 }
 
 /// `namespace/workload (pod) ip:port` or `process[pid] ip:port`: the most specific name we have.

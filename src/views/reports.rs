@@ -1,20 +1,31 @@
 //! Small reports: workspace info, import and demo results, retention.
 
 use super::{Format, align_right, new_table, write_json};
-use crate::demo::DemoReport;
-use crate::import::ImportSummary;
+use crate::demo::{DEMO_SCHEMA, DemoReport};
+use crate::import::{IMPORT_SCHEMA, ImportSummary};
 use crate::model::human_bytes;
-use crate::store::{PruneReport, WorkspaceInfo};
+use crate::store::{PRUNE_SCHEMA, PruneReport, WORKSPACE_INFO_SCHEMA, WorkspaceInfo};
 use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;
 
-/// JSON documents carry their schema name and version so scripts can check what they parse.
+/// JSON documents carry their schema name and version (`schema_version`, docs/schemas/README.md)
+/// so scripts can check what they parse. `schema` is the same name under the key v1 documents
+/// first printed it as; it stays until their next version.
 #[derive(Serialize)]
 struct Versioned<'a, T: Serialize> {
-    schema: &'a str,
+    schema_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<&'a str>,
     #[serde(flatten)]
     body: &'a T,
+}
+
+impl<'a, T: Serialize> Versioned<'a, T> {
+    /// A document first published with `schema` only: both keys.
+    fn both_keys(schema_version: &'a str, body: &'a T) -> Self {
+        Versioned { schema_version, schema: Some(schema_version), body }
+    }
 }
 
 fn csv_pairs(out: &mut dyn Write, pairs: &[(&str, String)]) -> Result<()> {
@@ -40,12 +51,11 @@ fn emit<T: Serialize>(
     out: &mut dyn Write,
     format: Format,
     color: bool,
-    schema: &str,
-    body: &T,
+    doc: Versioned<'_, T>,
     pairs: &[(&str, String)],
 ) -> Result<()> {
     match format {
-        Format::Json => write_json(out, &Versioned { schema, body }),
+        Format::Json => write_json(out, &doc),
         Format::Csv => csv_pairs(out, pairs),
         Format::Table => key_value_table(out, pairs, color),
     }
@@ -68,7 +78,7 @@ pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: Format,
     };
     let pairs = [
         ("path", opt(&info.path)),
-        ("schema version", info.schema_version.to_string()),
+        ("schema version", info.database_schema_version.to_string()),
         ("flow records", info.flow_records.to_string()),
         ("records by source", sources),
         ("hourly rollup rows", info.hourly_rollup_rows.to_string()),
@@ -83,12 +93,15 @@ pub fn workspace_info(out: &mut dyn Write, info: &WorkspaceInfo, format: Format,
             format!("raw {} days, hourly {} days", info.raw_retention_days, info.rollup_retention_days),
         ),
     ];
-    emit(out, format, color, "egressor.workspace-info/v1", info, &pairs)
+    // v2: v1 printed the database's schema version as `schema_version`, the key every document now
+    // gives its own version under; it is `database_schema_version` since.
+    let doc = Versioned { schema_version: WORKSPACE_INFO_SCHEMA, schema: None, body: info };
+    emit(out, format, color, doc, &pairs)
 }
 
 pub fn import_summary(out: &mut dyn Write, s: &ImportSummary, format: Format, color: bool) -> Result<()> {
     if format == Format::Json {
-        return write_json(out, &Versioned { schema: "egressor.import/v1", body: s });
+        return write_json(out, &Versioned::both_keys(IMPORT_SCHEMA, s));
     }
     let r = &s.ingest;
     let mut pairs = vec![
@@ -113,12 +126,12 @@ pub fn import_summary(out: &mut dyn Write, s: &ImportSummary, format: Format, co
     for w in &s.warnings {
         pairs.push(("warning", w.clone()));
     }
-    emit(out, format, color, "egressor.import/v1", s, &pairs)
+    emit(out, format, color, Versioned::both_keys(IMPORT_SCHEMA, s), &pairs)
 }
 
 pub fn demo_report(out: &mut dyn Write, r: &DemoReport, format: Format, color: bool) -> Result<()> {
     match format {
-        Format::Json => write_json(out, &Versioned { schema: "egressor.demo/v1", body: r }),
+        Format::Json => write_json(out, &Versioned::both_keys(DEMO_SCHEMA, r)),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record([
@@ -183,7 +196,7 @@ pub fn prune_report(out: &mut dyn Write, r: &PruneReport, format: Format, color:
         ("rollup rows deleted", r.rollup_deleted.to_string()),
         ("rollup rows merged", r.rollup_rows_merged.to_string()),
     ];
-    emit(out, format, color, "egressor.prune/v1", r, &pairs)
+    emit(out, format, color, Versioned::both_keys(PRUNE_SCHEMA, r), &pairs)
 }
 
 #[derive(Serialize)]
@@ -199,6 +212,19 @@ pub fn retention(out: &mut dyn Write, r: &Retention, color: bool) -> Result<()> 
     align_right(&mut t, &[1]);
     writeln!(out, "{t}")?;
     Ok(())
+}
+
+/// The version of `pull --output json`.
+pub const PULL_SCHEMA: &str = "egressor.pull/v1";
+
+/// `pull --output json`: what each agent gave, and the agents that could not be pulled.
+#[derive(Serialize)]
+struct PullJson<'a> {
+    schema_version: &'static str,
+    /// Same as `schema_version` (the key v1 first printed it under).
+    schema: &'static str,
+    agents: &'a [crate::transport::pull::PullReport],
+    failed: &'a [AgentFailure],
 }
 
 /// An agent `pull` could not pull, and why.
@@ -218,7 +244,7 @@ pub fn pull_reports(
     match format {
         Format::Json => write_json(
             out,
-            &serde_json::json!({ "schema": "egressor.pull/v1", "agents": reports, "failed": failed }),
+            &PullJson { schema_version: PULL_SCHEMA, schema: PULL_SCHEMA, agents: reports, failed },
         ),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -275,6 +301,19 @@ pub fn pull_reports(
     }
 }
 
+/// The version of `pricing show --output json`.
+pub const PRICES_SCHEMA: &str = "egressor.prices/v1";
+
+/// `pricing show --output json`: the price files in force, in the order applied, and every price.
+#[derive(Serialize)]
+struct PricesJson<'a> {
+    schema_version: &'static str,
+    /// Same as `schema_version` (the key v1 first printed it under).
+    schema: &'static str,
+    tables: &'a [crate::engines::pricing::TableInfo],
+    prices: &'a [crate::engines::pricing::PriceRow],
+}
+
 /// `egressor pricing show`: which tables are in force, then one row per price.
 pub fn price_rows(
     out: &mut dyn Write,
@@ -286,7 +325,12 @@ pub fn price_rows(
     match format {
         Format::Json => write_json(
             out,
-            &serde_json::json!({ "schema": "egressor.prices/v1", "tables": book.tables(), "prices": rows }),
+            &PricesJson {
+                schema_version: PRICES_SCHEMA,
+                schema: PRICES_SCHEMA,
+                tables: book.tables(),
+                prices: rows,
+            },
         ),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -337,6 +381,25 @@ pub fn price_rows(
     }
 }
 
+/// The version of `top --once --output json`.
+pub const TOP_SCHEMA: &str = "egressor.top/v1";
+
+/// `top --once --output json`: one snapshot of the live model.
+#[derive(Serialize)]
+struct TopJson<'a> {
+    schema_version: &'static str,
+    /// Same as `schema_version` (the key v1 first printed it under).
+    schema: &'static str,
+    level: crate::engines::graph::Level,
+    seconds: f64,
+    bytes_per_sec: f64,
+    cost_per_hour: rust_decimal::Decimal,
+    currency: &'a str,
+    class_cost_per_hour:
+        &'a std::collections::BTreeMap<crate::engines::classify::Class, rust_decimal::Decimal>,
+    edges: &'a [&'a crate::engines::live::LiveEdge],
+}
+
 /// `top --once`: the live model's edges (sorted by rate) and cost rates.
 pub fn live_snapshot(
     out: &mut dyn Write,
@@ -351,16 +414,17 @@ pub fn live_snapshot(
     match format {
         Format::Json => write_json(
             out,
-            &serde_json::json!({
-                "schema": "egressor.top/v1",
-                "level": m.level,
-                "seconds": m.seconds,
-                "bytes_per_sec": m.bytes_per_sec,
-                "cost_per_hour": m.cost_per_hour,
-                "currency": m.currency,
-                "class_cost_per_hour": m.class_rate,
-                "edges": edges,
-            }),
+            &TopJson {
+                schema_version: TOP_SCHEMA,
+                schema: TOP_SCHEMA,
+                level: m.level,
+                seconds: m.seconds,
+                bytes_per_sec: m.bytes_per_sec,
+                cost_per_hour: m.cost_per_hour,
+                currency: &m.currency,
+                class_cost_per_hour: &m.class_rate,
+                edges: &edges,
+            },
         ),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);

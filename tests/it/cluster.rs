@@ -517,11 +517,12 @@ fn checkout_to_payments(agents_on: &[&str]) {
     assert!(edges.contains("checkout") && edges.contains("payments"), "{graph:#}");
 }
 
-/// Flow records of the workspace (JSON lines).
+/// Flow records of the workspace.
 fn flows(shop: &Shop) -> Vec<Value> {
     let out = shop.egressor(&["flows", "--since", "1h", "--limit", "100000", "--output", "json"]);
     assert!(out.status.success(), "{}", crate::show(&out));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["records"].as_array().unwrap().clone()
 }
 
 /// Bytes sent by records whose local end matches `local` and remote end matches `remote`.

@@ -19,7 +19,7 @@ fn demo_bill_by_workload_and_class_reads_like_a_bill() {
     // The nightly export to S3 goes through the single NAT gateway; hourly NAT charges are shown apart.
     assert!(by_workload.contains("nat gateway nat-shop-a"), "{by_workload}");
     let by_class = t.json(&["cost", "--since", "7d", "--by", "class", "--output", "json"]);
-    assert_eq!(by_class["schema"], "egressor.cost/v1");
+    assert_eq!(by_class["schema_version"], "egressor.cost/v1");
     let classes: Vec<&str> =
         by_class["lines"].as_array().unwrap().iter().map(|l| l["key"].as_str().unwrap()).collect();
     for c in ["cross-zone", "nat-internet", "nat-cloud-service", "cross-region", "same-zone"] {
@@ -114,7 +114,7 @@ fn graph_outputs_and_dot_renders() {
     let table = t.ok(&["graph", "--since", "24h", "--level", "workload"]);
     assert!(table.contains("top senders:"), "{table}");
     let json = t.json(&["graph", "--since", "24h", "--level", "zone", "--output", "json"]);
-    assert_eq!(json["schema"], "egressor.graph/v1");
+    assert_eq!(json["schema_version"], "egressor.graph/v1");
     let edges = json["edges"].as_array().unwrap();
     assert!(
         edges
@@ -149,7 +149,7 @@ fn top_once_replays_the_workspace_as_json() {
     let t = TestContext::new();
     demo(&t);
     let snap = t.json(&["top", "--replay", "--since", "1h", "--once", "--output", "json"]);
-    assert_eq!(snap["schema"], "egressor.top/v1");
+    assert_eq!(snap["schema_version"], "egressor.top/v1");
     let edges = snap["edges"].as_array().unwrap();
     assert!(!edges.is_empty());
     assert!(edges.iter().any(|e| e["class"] == "cross-zone"), "{snap}");

@@ -13,6 +13,7 @@ mod lab;
 mod pricing;
 mod pull;
 mod run;
+mod schemas;
 mod top;
 mod truth;
 mod workspace;
@@ -77,33 +78,47 @@ impl TestContext {
     /// docs/schemas/SCHEMA, one line each (`path: message`); empty when it is valid. Fails loudly
     /// when python3 or the validator is missing (`cargo xtask deps` installs them).
     pub fn schema_errors(&self, schema: &str, doc: &serde_json::Value) -> Vec<String> {
+        self.schema_errors_each(&[(schema, doc)]).pop().expect("one answer per document")
+    }
+
+    /// [`Self::schema_errors`] of each `(SCHEMA, document)`, in one run of the validator. Formats
+    /// the validator can check (`ipv4`, `ipv6`, and `date-time` when rfc3339-validator is there)
+    /// are checked too.
+    pub fn schema_errors_each(&self, docs: &[(&str, &serde_json::Value)]) -> Vec<Vec<String>> {
         const SCRIPT: &str = r#"
 import json, sys
 try:
     from jsonschema import Draft202012Validator
 except ImportError as e:
     print(f"MISSING: {e}", file=sys.stderr); sys.exit(3)
-schema = json.load(open(sys.argv[1]))
-Draft202012Validator.check_schema(schema)
-doc = json.load(open(sys.argv[2]))
-for e in Draft202012Validator(schema).iter_errors(doc):
-    print(f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
+validators, answers = {}, []
+for name, doc in json.load(open(sys.argv[2])):
+    if name not in validators:
+        schema = json.load(open(f"{sys.argv[1]}/{name}"))
+        Draft202012Validator.check_schema(schema)
+        validators[name] = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    answers.append([f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
+                    for e in validators[name].iter_errors(doc)])
+print(json.dumps(answers))
 "#;
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas").join(schema);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
         let file = self.path("schema-check.json");
-        std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+        std::fs::write(&file, serde_json::to_vec(docs).unwrap()).unwrap();
         let out = Command::new("python3")
             .args(["-c", SCRIPT])
-            .arg(&path)
+            .arg(&dir)
             .arg(&file)
             .output()
             .expect("python3 is not installed: run `cargo xtask deps`");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let names: Vec<&str> = docs.iter().map(|(s, _)| *s).collect();
         assert!(
             out.status.success(),
-            "checking against {schema} failed (run `cargo xtask deps` for jsonschema):\n{stderr}"
+            "checking against {names:?} failed (run `cargo xtask deps` for jsonschema):\n{stderr}"
         );
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        let answers: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("the validator's answer");
+        assert_eq!(answers.len(), docs.len());
+        answers
     }
 
     pub fn info(&self) -> serde_json::Value {

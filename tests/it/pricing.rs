@@ -6,7 +6,7 @@ use crate::{TestContext, fixture};
 fn show_lists_region_prices_with_payer_and_source() {
     let t = TestContext::new();
     let v = t.json(&["pricing", "show", "--provider", "aws", "--region", "us-east-1", "--output", "json"]);
-    assert_eq!(v["schema"], "egressor.prices/v1");
+    assert_eq!(v["schema_version"], "egressor.prices/v1");
     let prices = v["prices"].as_array().unwrap();
     let cross = prices.iter().find(|p| p["charge"] == "cross-zone").expect("cross-zone priced");
     assert_eq!(cross["price"], "0.01");

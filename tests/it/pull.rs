@@ -160,7 +160,7 @@ fn serve(
 }
 
 /// `n` batches of `per` records, each record's bytes distinct so a double count shows in the sum.
-fn batches(n: u64, per: u64) -> Vec<Batch> {
+pub(crate) fn batches(n: u64, per: u64) -> Vec<Batch> {
     (1..=n)
         .map(|seq| {
             let ws = Timestamp::from_secs(1_795_000_000 + seq as i64 * 10);

@@ -298,7 +298,7 @@ fn reconcile_explains_the_demos_own_bill_and_names_an_unlogged_eni() {
     let path = t.path("cur.csv");
     std::fs::write(&path, &cur).unwrap();
     let r = t.json(&["reconcile", "--cur", path.to_str().unwrap(), "--month", "2026-11", "--output", "json"]);
-    assert_eq!(r["schema"], "egressor.reconcile/v1");
+    assert_eq!(r["schema_version"], "egressor.reconcile/v1");
     assert_eq!(dec(&r["explained_percent"]), Decimal::from(100), "{r}");
     assert!(r["gaps"].as_array().unwrap().is_empty(), "{r}");
     assert!(r["rows"].as_array().unwrap().iter().all(|row| row["status"] == "match"), "{r}");

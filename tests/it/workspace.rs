@@ -22,22 +22,24 @@ fn n(v: &Value, key: &str) -> u64 {
 fn demo_fills_a_workspace_that_reads_back() {
     let t = TestContext::new();
     let demo = t.json(&["demo", "--days", "3", "--seed", "7", "--output", "json"]);
-    assert_eq!(demo["schema"], "egressor.demo/v1");
+    assert_eq!(demo["schema_version"], "egressor.demo/v1");
     let records = n(&demo, "records");
     assert!(records > 10_000, "{records} demo records");
     assert_eq!(n(&demo, "batches_ingested"), 3);
 
     let info = t.info();
     assert_eq!(n(&info, "flow_records"), records);
-    assert_eq!(n(&info, "schema_version"), 4);
+    assert_eq!(info["schema_version"], "egressor.workspace-info/v2");
+    assert_eq!(n(&info, "database_schema_version"), 4);
     assert_eq!(info["records_by_source"][0][0], "demo");
     assert_eq!(info["first_window"], "2026-11-17T12:00:00Z");
     assert_eq!(info["last_window"], "2026-11-20T12:00:00Z");
     assert!(n(&info, "size_on_disk_bytes") > 0);
 
-    // flows --output json is JSON lines of data-model records.
-    let lines = t.ok(&["flows", "--output", "json", "--limit", "5"]);
-    let recs: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // flows --output json is one document holding data-model records.
+    let flows = t.json(&["flows", "--output", "json", "--limit", "5"]);
+    assert_eq!(flows["schema_version"], "egressor.flows/v1");
+    let recs = flows["records"].as_array().unwrap();
     assert_eq!(recs.len(), 5);
     assert_eq!(recs[0]["source"], "demo");
     assert!(recs[0]["local"]["ip"].is_string());
@@ -89,7 +91,7 @@ fn aws_vpc_flow_logs_import_once() {
     let v3 = fixture("vpc-flow-logs-v3.log");
     let r = t.json(&["import", v3.to_str().unwrap(), "--format", "vpc-flow-logs", "--output", "json"]);
     assert_eq!(n(&r, "records_ingested"), 6);
-    let flows = t.ok(&[
+    let flows = t.json(&[
         "flows",
         "--output",
         "json",
@@ -98,8 +100,7 @@ fn aws_vpc_flow_logs_import_once() {
         "--until",
         "2019-08-27T00:00:00Z",
     ]);
-    let first: Value = serde_json::from_str(flows.lines().next().unwrap()).unwrap();
-    assert_eq!(first["node"], "i-01234567890123456");
+    assert_eq!(flows["records"][0]["node"], "i-01234567890123456");
 }
 
 #[test]
@@ -107,8 +108,9 @@ fn a_bad_line_anywhere_leaves_the_workspace_unchanged() {
     let t = TestContext::new();
     t.ok(&["demo", "--days", "1"]);
     let before = t.info();
-    let good = t.ok(&["flows", "--output", "json", "--limit", "50"]);
-    let mut lines: Vec<String> = good.lines().map(without_provenance).collect();
+    let good = t.json(&["flows", "--output", "json", "--limit", "50"]);
+    let mut lines: Vec<String> =
+        good["records"].as_array().unwrap().iter().map(|r| without_provenance(&r.to_string())).collect();
     lines[41] = lines[41].replace("\"proto\":\"tcp\"", "\"proto\":\"sctp\"");
     let path = t.path("bad.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
