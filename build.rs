@@ -85,7 +85,9 @@ fn link_prebuilt_duckdb() {
     println!("cargo:rerun-if-changed={}", stub.display());
     if stub.exists() {
         println!("cargo:rustc-link-search=native={}", dir.display());
-        println!("cargo:rustc-link-lib=dylib=duckdb_pystub");
+        // Nothing in egressor refers to it, and rustc links with --as-needed, putting the
+        // libraries of a crate before those of its dependencies: kept only without --as-needed.
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-lduckdb_pystub,--pop-state");
     }
     let rpath = env::var("EGRESSOR_DUCKDB_RPATH").unwrap_or_else(|_| dir.display().to_string());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
