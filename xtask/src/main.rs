@@ -470,8 +470,14 @@ fn dist(args: &mut Vec<String>) -> Result<()> {
     let target = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap());
     let built = target.join(if profile == "dev" { "debug" } else { &profile }).join("egressor");
 
-    let version = String::from_utf8(Command::new(&built).arg("--version").output()?.stdout)?;
-    let version = version.split_whitespace().last().context("egressor --version printed nothing")?.to_owned();
+    // From Cargo.toml: a binary built for $ORIGIN/../lib does not run where cargo leaves it.
+    let manifest = std::fs::read_to_string("Cargo.toml")?;
+    let version = manifest
+        .split("[package]")
+        .nth(1)
+        .and_then(|p| p.lines().find_map(|l| l.trim().strip_prefix("version = ")))
+        .map(|v| v.trim_matches('"').to_owned())
+        .context("no version in Cargo.toml's [package]")?;
     let mut name = format!("egressor-{version}-{}-unknown-linux-gnu", std::env::consts::ARCH);
     if let DuckDb::Prebuilt(_) = duckdb {
         name.push_str("-prebuilt-duckdb");
