@@ -8,6 +8,9 @@
 //!
 //! Environment: `CLANG` overrides the compiler (default `clang`), `EGRESSOR_BPF_CFLAGS`
 //! adds flags.
+//!
+//! Without the `bundled-duckdb` feature it also links the prebuilt libduckdb (see
+//! [`link_prebuilt_duckdb`]).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,39 @@ fn main() {
         let obj = out_dir.join(name.replace(".bpf.c", ".bpf.o"));
         compile(&clang, src, &obj, &include_dir, multiarch, &extra);
     }
+
+    if env::var_os("CARGO_FEATURE_BUNDLED_DUCKDB").is_none() {
+        link_prebuilt_duckdb();
+    }
+}
+
+/// The prebuilt libduckdb (`cargo xtask setup --prebuilt-duckdb`, docs/install.md): libduckdb-sys
+/// links `DUCKDB_LIB_DIR/libduckdb.so` but a build script of a dependency cannot give the binaries
+/// above it a run-time path, so this one does: `EGRESSOR_DUCKDB_RPATH` (`cargo xtask dist` sets
+/// `$ORIGIN/../lib`), else `DUCKDB_LIB_DIR` itself. The library xtask fetches is the DuckDB C API
+/// inside PyPI's duckdb wheel, which also refers to the CPython API that egressor never calls;
+/// `libduckdb_pystub.so` beside it (built by xtask) resolves those names to a function that aborts.
+fn link_prebuilt_duckdb() {
+    println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
+    println!("cargo:rerun-if-env-changed=EGRESSOR_DUCKDB_RPATH");
+    let Some(dir) = env::var_os("DUCKDB_LIB_DIR").map(PathBuf::from) else {
+        println!(
+            "cargo:warning=built without the bundled-duckdb feature and without DUCKDB_LIB_DIR: \
+             libduckdb-sys looks for a system libduckdb (`cargo xtask setup --prebuilt-duckdb` \
+             fetches one of the right version)"
+        );
+        return;
+    };
+    let stub = dir.join("libduckdb_pystub.so");
+    println!("cargo:rerun-if-changed={}", stub.display());
+    if stub.exists() {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        // Nothing in egressor refers to it, and rustc links with --as-needed, putting the
+        // libraries of a crate before those of its dependencies: kept only without --as-needed.
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-lduckdb_pystub,--pop-state");
+    }
+    let rpath = env::var("EGRESSOR_DUCKDB_RPATH").unwrap_or_else(|_| dir.display().to_string());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
 }
 
 fn check_clang(clang: &str) {

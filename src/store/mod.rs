@@ -321,3 +321,21 @@ pub struct PruneReport {
     pub rollup_deleted: u64,
     pub rollup_rows_merged: u64,
 }
+
+#[cfg(test)]
+mod duckdb_build_tests {
+    /// The DuckDB a build links is the one libduckdb-sys =1.20000.1 bundles, whether compiled
+    /// (feature `bundled-duckdb`) or prebuilt (`cargo xtask setup --prebuilt-duckdb`, pinned in
+    /// xtask as DUCKDB_VERSION / DUCKDB_SOURCE_ID): workspace files and results must not depend on
+    /// how egressor was built. Bumping the duckdb crate fails here until both agree again.
+    #[test]
+    fn linked_duckdb_is_the_pinned_build() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let (version, source_id): (String, String) = conn
+            .query_row("SELECT library_version, source_id FROM pragma_version()", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((version.as_str(), source_id.as_str()), ("v2.0.0", "d54cbbe3df"));
+    }
+}
