@@ -328,7 +328,9 @@ fn fetch_duckdb() -> Result<PathBuf> {
     let names = undefined_python_symbols(&so)?;
     let c = work.join("pystub.c");
     std::fs::write(&c, pystub_source(&names))?;
-    let compiler = std::env::var("CC").unwrap_or_else(|_| "clang".into());
+    // `cc`, not clang: this runs before `cargo xtask deps` has installed clang on a new machine, and
+    // Rust's own linker driver is `cc`, so it is there wherever cargo builds.
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let stub_tmp = work.join("libduckdb_pystub.so");
     run(Command::new(&compiler).args(["-shared", "-fPIC", "-O1", "-o"]).arg(&stub_tmp).arg(&c))?;
     let lib_tmp = work.join("libduckdb.so");
