@@ -431,6 +431,27 @@ fn a_policy_gates_the_run_with_learned_and_denied_destinations() {
     assert!(stdout.contains("policy.toml:4 destinations.deny[0])"), "{stdout}");
 }
 
+/// A copy of egressor that another user can run, and the directory to give it as
+/// `LD_LIBRARY_PATH`: a build with the prebuilt DuckDB (`--prebuilt-duckdb`) finds `libduckdb.so`
+/// through a run-time path into root's home, which no other user may enter, so the library is
+/// copied beside the binary.
+fn egressor_for_other_users(ctx: &TestContext) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ctx.path("for-others");
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [ctx.dir.path(), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = dir.join("egressor");
+    std::fs::copy(env!("CARGO_BIN_EXE_egressor"), &bin).unwrap();
+    if let Some(lib) = option_env!("DUCKDB_LIB_DIR") {
+        for name in ["libduckdb.so", "libduckdb_pystub.so"] {
+            std::fs::copy(std::path::Path::new(lib).join(name), dir.join(name)).unwrap();
+        }
+    }
+    (bin, dir)
+}
+
 #[test]
 fn run_exit_codes_say_whose_failure_it_was() {
     require_root();
@@ -452,17 +473,13 @@ fn run_exit_codes_say_whose_failure_it_was() {
     );
 
     // Without root: what to do.
+    let (bin, lib_dir) = egressor_for_other_users(&ctx);
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_egressor"),
-            "run",
-            "--",
-            "true",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["run", "--", "true"])
         .env("EGRESSOR_WORKSPACE", ctx.workspace())
+        .env("LD_LIBRARY_PATH", lib_dir)
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(out.status.code(), Some(125), "{}", show(&out));

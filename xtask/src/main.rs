@@ -105,7 +105,7 @@ fn main() -> Result<()> {
         Some("setup") => setup(&DuckDb::from_args(&mut rest)?),
         Some("deps") => install_packages(),
         Some("test") => test(&DuckDb::from_args(&mut rest)?, &rest),
-        Some("bench") => bench(&rest),
+        Some("bench") => bench(&DuckDb::from_args(&mut rest)?, &rest),
         Some("dist") => dist(&mut rest),
         Some("fetch-duckdb") => {
             println!("{}", fetch_duckdb()?.display());
@@ -114,7 +114,7 @@ fn main() -> Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo xtask setup [--prebuilt-duckdb] | deps | test [--prebuilt-duckdb] [-- cargo test args] \
-                 | bench [ingest|cost|top|agent|cluster|anomalies] | dist [--prebuilt-duckdb] [--profile P] | fetch-duckdb"
+                 | bench [--prebuilt-duckdb] [ingest|cost|top|agent|cluster|anomalies] | dist [--prebuilt-duckdb] [--profile P] | fetch-duckdb"
             );
             bail!("unknown task {:?}", args.first());
         }
@@ -207,7 +207,9 @@ fn setup(duckdb: &DuckDb) -> Result<()> {
     eprintln!("\negressor is built: {}\nThe main job on demo data:\n", bin.display());
     run(Command::new(&bin).args(["demo", "--days", "14"]))?;
     run(Command::new(&bin).args(["workspace", "info"]))?;
-    run(Command::new(&bin).args(["flows", "--since", "1h", "--limit", "10"]))?;
+    // The demo's last hour ends at midnight: a day back always holds its latest records.
+    run(Command::new(&bin).args(["flows", "--since", "1d", "--limit", "10"]))?;
+    run(Command::new(&bin).args(["cost", "--since", "7d"]))?;
     Ok(())
 }
 
@@ -262,7 +264,7 @@ fn test(duckdb: &DuckDb, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: &[String]) -> Result<()> {
+fn bench(duckdb: &DuckDb, which: &[String]) -> Result<()> {
     let names: Vec<&str> = if which.is_empty() {
         vec!["ingest", "cost", "top", "agent", "cluster", "anomalies"]
     } else {
@@ -272,7 +274,7 @@ fn bench(which: &[String]) -> Result<()> {
     // a release build would compile DuckDB a second time for ~30 minutes. Benchmarks say which
     // profile produced their numbers.
     for name in names {
-        run(cargo().args(["bench", "--profile", "dev", "--bench", name]))?;
+        run(duckdb.apply(cargo().args(["bench", "--profile", "dev", "--bench", name])))?;
     }
     Ok(())
 }
