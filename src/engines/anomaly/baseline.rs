@@ -34,26 +34,74 @@ pub struct Stats {
 /// Statistics of the values present (NaN skipped); all zero when none are.
 pub fn stats(values: &[f64]) -> Stats {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_unstable_by(f64::total_cmp);
+    stats_sorted(&v)
+}
+
+/// [`stats`] of values already sorted (by `f64::total_cmp`, no NaN). The mean and variance are
+/// summed in that order, so any way of getting the same sorted values gives the same statistics.
+pub fn stats_sorted(v: &[f64]) -> Stats {
     if v.is_empty() {
         return Stats::default();
     }
-    v.sort_unstable_by(f64::total_cmp);
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-    let median = quantile_sorted(&v, 0.5);
-    let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
-    dev.sort_unstable_by(f64::total_cmp);
+    let median = quantile_sorted(v, 0.5);
     Stats {
         hours: v.len(),
         mean,
         stddev: var.sqrt(),
         median,
-        mad: quantile_sorted(&dev, 0.5),
+        mad: mad_sorted(v, median),
         p50: median,
-        p95: quantile_sorted(&v, 0.95),
-        p99: quantile_sorted(&v, 0.99),
+        p95: quantile_sorted(v, 0.95),
+        p99: quantile_sorted(v, 0.99),
     }
+}
+
+/// The median absolute deviation of sorted values from their median `m` (as [`quantile_sorted`]
+/// of the sorted deviations would give it), without sorting the deviations: below the median they
+/// shrink as the values grow, from it on they grow, so in order they are a merge of those two
+/// sorted runs, walked only to its middle.
+fn mad_sorted(v: &[f64], m: f64) -> f64 {
+    let pos = 0.5 * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let dev = |x: f64| (x - m).abs();
+    let split = v.partition_point(|x| *x < m);
+    // `below` walks down from the median, `above` up from it; each yields growing deviations.
+    let (mut below, mut above) = (v[..split].iter().rev().peekable(), v[split..].iter().peekable());
+    let (mut at_lo, mut at_hi) = (f64::NAN, f64::NAN);
+    for k in 0..=hi {
+        let next = match (below.peek(), above.peek()) {
+            (Some(b), Some(a)) if dev(**b) < dev(**a) => dev(*below.next().expect("peeked")),
+            (Some(_), None) => dev(*below.next().expect("peeked")),
+            _ => dev(*above.next().expect("hi < len")),
+        };
+        if k == lo {
+            at_lo = next;
+        }
+        at_hi = next;
+    }
+    at_lo + (at_hi - at_lo) * (pos - lo as f64)
+}
+
+/// Two runs sorted by `f64::total_cmp`, merged into one.
+fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].total_cmp(&b[j]).is_le() {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Linear-interpolated quantile of sorted values (the "R-7" definition spreadsheets use).
@@ -66,14 +114,31 @@ pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-/// Median of a small buffer, in place (NaN must already be filtered out).
+/// Median of values (NaN must already be filtered out), in place; leaves them in no particular
+/// order. A selection, not a sort: only the middle one or two values matter, and the detectors
+/// take medians of a week of hourly residuals for every day that has a candidate spike.
 pub fn median_in_place(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_unstable_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    let (below, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    if n % 2 == 1 {
+        return *mid;
+    }
+    // The other middle value of an even count is the largest of those below.
+    let lower = below.iter().copied().max_by(f64::total_cmp).expect("n >= 2");
+    (lower + *mid) / 2.0
+}
+
+/// Median of values sorted by `f64::total_cmp` (no NaN).
+pub fn median_sorted(v: &[f64]) -> f64 {
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Median of at most 7 values (no NaN), by insertion sort: the expectation takes two of these
@@ -136,11 +201,22 @@ pub struct Expectation<'a> {
     x: &'a [f64],
     v: Vec<f64>,
     known: Vec<bool>,
+    /// Each hour's log residual once computed (NaN: not yet), for [`Expectation::sigma`]; empty
+    /// until first asked, as most series never are.
+    residuals: Vec<f64>,
+    /// The week of residuals [`Expectation::sigma`] takes medians of, kept between calls.
+    week: Vec<f64>,
 }
 
 impl<'a> Expectation<'a> {
     pub fn new(x: &'a [f64]) -> Self {
-        Expectation { x, v: vec![f64::NAN; x.len()], known: vec![false; x.len()] }
+        Expectation {
+            x,
+            v: vec![f64::NAN; x.len()],
+            known: vec![false; x.len()],
+            residuals: Vec::new(),
+            week: Vec::new(),
+        }
     }
 
     /// [`expected_at`] of hour `t` (NaN while learning).
@@ -158,6 +234,27 @@ impl<'a> Expectation<'a> {
             self.at(t);
         }
         &self.v
+    }
+
+    /// [`log_residual_sigma`] of the observed series `x` (the one this expectation is of, with
+    /// or without the hours before its first byte: those have no expectation) at `t`. Consecutive
+    /// days' weeks share six days, so each hour's residual (two logarithms) is computed once.
+    pub fn sigma(&mut self, x: &[f64], t: usize) -> f64 {
+        if self.residuals.is_empty() {
+            self.residuals = vec![f64::NAN; self.x.len()];
+        }
+        self.week.clear();
+        for (i, &observed) in x.iter().enumerate().take(t).skip(t.saturating_sub(HOURS_PER_WEEK)) {
+            let e = self.at(i);
+            if observed.is_nan() || e.is_nan() {
+                continue;
+            }
+            if self.residuals[i].is_nan() {
+                self.residuals[i] = log_residual(observed, e);
+            }
+            self.week.push(self.residuals[i]);
+        }
+        robust_sigma(&mut self.week)
     }
 
     /// A value the expectation of hour `t` is never below, cheap to know: the smallest of the same
@@ -190,16 +287,26 @@ pub fn log_residual_sigma(x: &[f64], expected: &[f64], t: usize) -> f64 {
     let from = t.saturating_sub(HOURS_PER_WEEK);
     let mut r: Vec<f64> = (from..t)
         .filter(|&i| !x[i].is_nan() && !expected[i].is_nan())
-        .map(|i| x[i].ln_1p() - expected[i].ln_1p())
+        .map(|i| log_residual(x[i], expected[i]))
         .collect();
+    robust_sigma(&mut r)
+}
+
+/// An hour's residual on the log scale.
+fn log_residual(observed: f64, expected: f64) -> f64 {
+    observed.ln_1p() - expected.ln_1p()
+}
+
+/// 1.4826 x MAD of residuals (reordered in place); NaN with less than a day of them.
+fn robust_sigma(r: &mut [f64]) -> f64 {
     if r.len() < HOURS_PER_DAY {
         return f64::NAN;
     }
-    let med = median_in_place(&mut r);
+    let med = median_in_place(r);
     for v in r.iter_mut() {
         *v = (*v - med).abs();
     }
-    MAD_TO_SIGMA * median_in_place(&mut r)
+    MAD_TO_SIGMA * median_in_place(r)
 }
 
 /// A series' baseline as `egressor baseline` shows it.
@@ -216,10 +323,19 @@ pub struct Baseline {
 /// The baseline of the hours before index `at` of a series whose first hour is `start`.
 pub fn baseline(x: &[f64], start: Timestamp, at: usize) -> Baseline {
     let at = at.min(x.len());
-    let windows = WINDOWS
-        .iter()
-        .map(|(name, hours)| ((*name).to_string(), stats(&x[at.saturating_sub(*hours)..at])))
-        .collect();
+    // The windows all end at `at`, each holding the one before: each window's values, sorted, are
+    // the previous window's merged with its own older hours sorted (cheaper than sorting every
+    // window whole; the same sorted values, so the same statistics).
+    let mut windows = Vec::with_capacity(WINDOWS.len());
+    let (mut sorted, mut newest_older) = (Vec::new(), at);
+    for (name, hours) in WINDOWS {
+        let from = at.saturating_sub(hours);
+        let mut older: Vec<f64> = x[from..newest_older].iter().copied().filter(|v| !v.is_nan()).collect();
+        older.sort_unstable_by(f64::total_cmp);
+        sorted = merge_sorted(&older, &sorted);
+        newest_older = from;
+        windows.push((name.to_string(), stats_sorted(&sorted)));
+    }
     let first = at.saturating_sub(672);
     let how0 = hour_of_week(start);
     // 28 days hold each hour of the week 4 times: one fixed row of 4 per slot, no allocation.

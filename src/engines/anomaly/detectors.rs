@@ -5,7 +5,7 @@
 //! Each returns [`Raw`] findings in hour indices; `super` turns them into findings with ids,
 //! evidence and prices.
 
-use super::baseline::{Expectation, HOURS_PER_DAY, MAD_TO_SIGMA, log_residual_sigma, median_in_place};
+use super::baseline::{Expectation, HOURS_PER_DAY, MAD_TO_SIGMA, median_in_place, median_sorted};
 use super::{Kind, Thresholds};
 
 /// A detection in hour indices of its series.
@@ -99,9 +99,7 @@ pub fn spikes(x: &[f64], exp: &mut Expectation<'_>, th: &Thresholds) -> Vec<Raw>
         }
         let day = t / HOURS_PER_DAY;
         if sigma_day.0 != day {
-            let from = (day * HOURS_PER_DAY).saturating_sub(7 * HOURS_PER_DAY);
-            sigma_day =
-                (day, log_residual_sigma(x, exp.upto(from, day * HOURS_PER_DAY), day * HOURS_PER_DAY));
+            sigma_day = (day, exp.sigma(x, day * HOURS_PER_DAY));
         }
         // On the log scale, against the last week's residual spread; until a week of residuals
         // exists the spread is taken as 0.25 (about +-28%), and never below 0.05 (+-5%): a
@@ -207,21 +205,56 @@ pub fn p_one_sided(z: f64) -> f64 {
 }
 
 /// The weekend's level against the weekdays' over the days up to `d` (at most 28): the factor that
-/// takes a weekly rhythm out of daily totals. 1 until the history has two weekends and six weekdays;
-/// never above 1: a rising series makes its later weekend days look like a busier weekend, and
-/// dividing that out would hide the rise (a weekend busier than the week is not monotonic, so the
-/// trend test does not take it for a burn anyway).
-fn weekend_factor(totals: &[f64], weekday0: usize, d: usize) -> f64 {
-    let (mut we, mut wd) = (Few::<28>::new(), Few::<28>::new());
-    for (i, &v) in totals.iter().enumerate().take(d + 1).skip(d.saturating_sub(27)) {
-        if v.is_finite() && v > 0.0 {
-            if (weekday0 + i) % 7 >= 5 { we.push(v) } else { wd.push(v) }
-        }
+/// takes a weekly rhythm out of daily totals, for every day `d` of `totals`. 1 until the history has
+/// two weekends and six weekdays; never above 1: a rising series makes its later weekend days look
+/// like a busier weekend, and dividing that out would hide the rise (a weekend busier than the week
+/// is not monotonic, so the trend test does not take it for a burn anyway).
+///
+/// The 28 days are slid one day at a time through two sorted windows (weekend days, weekdays): a
+/// day in, the day 28 before out, instead of two medians of up to 28 days taken for every day.
+fn weekend_factors(totals: &[f64], weekday0: usize) -> Vec<f64> {
+    let usable = |v: f64| v.is_finite() && v > 0.0;
+    let is_weekend = |i: usize| (weekday0 + i) % 7 >= 5;
+    let (mut we, mut wd) = (SortedWindow::default(), SortedWindow::default());
+    (0..totals.len())
+        .map(|d| {
+            if usable(totals[d]) {
+                if is_weekend(d) { we.insert(totals[d]) } else { wd.insert(totals[d]) }
+            }
+            if let Some(gone) = d.checked_sub(28)
+                && usable(totals[gone])
+            {
+                if is_weekend(gone) { we.remove(totals[gone]) } else { wd.remove(totals[gone]) }
+            }
+            if we.len() < 4 || wd.len() < 6 {
+                return 1.0;
+            }
+            (we.median() / wd.median()).clamp(0.05, 1.0)
+        })
+        .collect()
+}
+
+/// Values kept sorted (by `f64::total_cmp`) as they come and go: a sliding window's median.
+#[derive(Default)]
+struct SortedWindow(Vec<f64>);
+
+impl SortedWindow {
+    fn insert(&mut self, v: f64) {
+        let at = self.0.partition_point(|x| x.total_cmp(&v).is_lt());
+        self.0.insert(at, v);
     }
-    if we.len() < 4 || wd.len() < 6 {
-        return 1.0;
+    /// Removes one value equal to `v` (one that was inserted).
+    fn remove(&mut self, v: f64) {
+        let at = self.0.partition_point(|x| x.total_cmp(&v).is_lt());
+        debug_assert!(self.0[at].total_cmp(&v).is_eq(), "{v} was never inserted");
+        self.0.remove(at);
     }
-    (we.median() / wd.median()).clamp(0.05, 1.0)
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn median(&self) -> f64 {
+        median_sorted(&self.0)
+    }
 }
 
 /// Up to N values on the stack: the slow-burn scan takes medians of a few to 28 days for every
@@ -248,8 +281,12 @@ impl<const N: usize> Few<N> {
     fn len(&self) -> usize {
         self.n
     }
+    fn values(&mut self) -> &mut [f64] {
+        &mut self.v[..self.n]
+    }
+    /// The median; leaves the values in no particular order.
     fn median(&mut self) -> f64 {
-        median_in_place(&mut self.v[..self.n])
+        median_in_place(self.values())
     }
 }
 
@@ -265,10 +302,11 @@ pub fn slow_burns(x: &[f64], first_hour_of_week: usize, th: &Thresholds) -> Vec<
     let offset = (HOURS_PER_DAY - first_hour_of_week % HOURS_PER_DAY) % HOURS_PER_DAY;
     let weekday0 = ((first_hour_of_week + offset) / HOURS_PER_DAY) % 7;
     let totals = daily_totals(x, offset);
+    let factors = weekend_factors(&totals, weekday0);
     let mut out: Vec<Raw> = Vec::new();
     let mut last_fire: Option<usize> = None;
-    for d in 0..totals.len() {
-        let Some(hit) = burn_on(&totals, weekday0, d, th) else {
+    for (d, &factor) in factors.iter().enumerate() {
+        let Some(hit) = burn_on(&totals, weekday0, factor, d, th) else {
             // An open burn goes on while its last week still rises at the minimum growth, even
             // once the rise no longer stands out of a history that now holds the burn itself.
             if last_fire.is_some_and(|l| d <= l + 3) && still_rising(&totals, d, th) {
@@ -330,7 +368,8 @@ struct BurnHit {
     observed: f64,
 }
 
-fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option<BurnHit> {
+/// Whether day `d` fires, `factor` the weekend factor of that day (see [`weekend_factors`]).
+fn burn_on(totals: &[f64], weekday0: usize, factor: f64, d: usize, th: &Thresholds) -> Option<BurnHit> {
     let last = totals[d];
     if !last.is_finite() || last <= 0.0 {
         return None;
@@ -343,7 +382,6 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
     if weekday && week.len() >= 3 && last < week.median() * (1.0 + th.burn_min_growth) {
         return None;
     }
-    let factor = weekend_factor(totals, weekday0, d);
     let deseason = |i: usize| {
         let v = totals[i];
         if (weekday0 + i) % 7 >= 5 { v / factor } else { v }
@@ -367,16 +405,13 @@ fn burn_on(totals: &[f64], weekday0: usize, d: usize, th: &Thresholds) -> Option
         }
         // The rise must stand out of the series' own day-to-day noise: log(now / level) at least
         // 3 robust sigmas of the daily totals of up to four weeks before the window.
-        let history: Vec<f64> = (a.saturating_sub(28)..a)
-            .map(deseason)
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(f64::ln)
-            .collect();
+        let mut history = Few::<28>::of(
+            (a.saturating_sub(28)..a).map(deseason).filter(|v| v.is_finite() && *v > 0.0).map(f64::ln),
+        );
         let noise = if history.len() >= 5 {
-            let mut h = history.clone();
-            let m = median_in_place(&mut h);
-            let mut dev: Vec<f64> = history.iter().map(|v| (v - m).abs()).collect();
-            MAD_TO_SIGMA * median_in_place(&mut dev)
+            let m = history.median();
+            history.values().iter_mut().for_each(|v| *v = (*v - m).abs());
+            MAD_TO_SIGMA * history.median()
         } else {
             0.1
         };
@@ -498,17 +533,10 @@ fn leak_at(x: &[f64], out: &[f32], how0: usize, t: usize, th: &Thresholds) -> Op
     if present < 20 || (busy as f64) < 0.95 * present as f64 {
         return None;
     }
-    let mut v: Vec<f64> = w.iter().copied().filter(|v| !v.is_nan()).collect();
-    let median = median_in_place(&mut v);
-    if median > th.leak_max_per_hour || median * (HOURS_PER_DAY as f64) < th.min_bytes / 10.0 {
-        return None;
-    }
-    let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
-    if 1.4826 * median_in_place(&mut dev) > th.leak_max_spread * median {
-        return None;
-    }
+    // Cheapest tests first (each is a condition of its own, so their order changes nothing but the
+    // work): most series are quiet at night, which two medians of six hours tell.
     let hour_of_day = |i: usize| (how0 + i) % HOURS_PER_DAY;
-    let (mut night, mut day) = (Vec::new(), Vec::new());
+    let (mut night, mut day) = (Few::<6>::new(), Few::<6>::new());
     for (i, &v) in x.iter().enumerate().take(t).skip(t - HOURS_PER_DAY) {
         if v.is_nan() {
             continue;
@@ -519,10 +547,10 @@ fn leak_at(x: &[f64], out: &[f32], how0: usize, t: usize, th: &Thresholds) -> Op
             _ => {}
         }
     }
-    if night.is_empty() || day.is_empty() {
+    if night.len() == 0 || day.len() == 0 {
         return None;
     }
-    if median_in_place(&mut night) < th.leak_night_ratio * median_in_place(&mut day) {
+    if night.median() < th.leak_night_ratio * day.median() {
         return None;
     }
     let (o, all): (f64, f64) = (t - HOURS_PER_DAY..t)
@@ -531,7 +559,18 @@ fn leak_at(x: &[f64], out: &[f32], how0: usize, t: usize, th: &Thresholds) -> Op
     if all <= 0.0 || o / all < 0.6 {
         return None;
     }
-    Some(v.iter().sum::<f64>() * HOURS_PER_DAY as f64 / v.len() as f64)
+    // Sorted: the median, and the rate summed in that order.
+    let mut v = Few::<24>::of(w.iter().copied().filter(|v| !v.is_nan()));
+    v.values().sort_unstable_by(f64::total_cmp);
+    let median = median_sorted(v.values());
+    if median > th.leak_max_per_hour || median * (HOURS_PER_DAY as f64) < th.min_bytes / 10.0 {
+        return None;
+    }
+    let mut dev = Few::<24>::of(v.values().iter().map(|x| (x - median).abs()));
+    if 1.4826 * dev.median() > th.leak_max_spread * median {
+        return None;
+    }
+    Some(v.values().iter().sum::<f64>() * HOURS_PER_DAY as f64 / v.len() as f64)
 }
 
 #[cfg(test)]

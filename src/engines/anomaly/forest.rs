@@ -13,14 +13,18 @@ use crate::model::rng::SplitMix64 as Rng;
 pub const TREES: usize = 50;
 pub const SAMPLE: usize = 256;
 
-/// Scoring more points than this grows each tree whole once; fewer, only each point's path (a
-/// path visits about twice the sample, a whole tree the sample times its depth).
+/// Scoring this many points or more grows each tree once, for all of them (only the nodes some of
+/// them reach); fewer, only each point's path on its own (a path visits about twice the sample, a
+/// whole tree the sample times its depth).
 const WHOLE_TREES_FROM: usize = 4;
 
 /// A trained forest: each tree's sample, from which its nodes are grown when scoring.
 pub struct Forest {
-    /// `TREES` samples of `sample` points, one after the other.
-    samples: Vec<Point>,
+    /// The points trained on.
+    points: Vec<Point>,
+    /// `TREES` samples of `sample` points (indices into `points`), one after the other: a quarter
+    /// of the memory of the points themselves, copied once per tree when it is grown.
+    samples: Vec<u32>,
     sample: usize,
     seed: u64,
     /// Depth at which growing stops (log2 of the sample, as the paper does).
@@ -64,9 +68,9 @@ impl Forest {
                 let j = i + rng.below(points.len() - i);
                 idx.swap(i, j);
             }
-            samples.extend(idx[..sample].iter().map(|&i| points[i]));
+            samples.extend(idx[..sample].iter().map(|&i| u32::try_from(i).expect("fewer than 2^32 points")));
         }
-        Forest { samples, sample, seed, limit }
+        Forest { points: points.to_vec(), samples, sample, seed, limit }
     }
 
     /// Anomaly score in (0, 1): near 1 is isolated quickly (unusual), 0.5 and below is ordinary.
@@ -81,20 +85,21 @@ impl Forest {
         }
         let mut total = vec![0.0; points.len()];
         let mut work = Vec::with_capacity(self.sample);
+        let mut asked: Vec<usize> = Vec::with_capacity(points.len());
         for tree in 0..TREES {
             let sample = &self.samples[tree * self.sample..(tree + 1) * self.sample];
-            if points.len() >= WHOLE_TREES_FROM {
+            let fill = |work: &mut Vec<Point>| {
                 work.clear();
-                work.extend_from_slice(sample);
-                let mut nodes = Vec::new();
-                self.grow(tree, &mut work, 1, 0, &mut nodes);
-                for (sum, p) in total.iter_mut().zip(points) {
-                    *sum += walk(&nodes, p);
-                }
+                work.extend(sample.iter().map(|&i| self.points[i as usize]));
+            };
+            if points.len() >= WHOLE_TREES_FROM {
+                fill(&mut work);
+                asked.clear();
+                asked.extend(0..points.len());
+                self.grow(tree, &mut work, 1, 0, points, &mut asked, &mut total);
             } else {
                 for (sum, p) in total.iter_mut().zip(points) {
-                    work.clear();
-                    work.extend_from_slice(sample);
+                    fill(&mut work);
                     *sum += self.path(tree, &mut work, p);
                 }
             }
@@ -127,10 +132,7 @@ impl Forest {
         // the node's points are all equal): one split would isolate it. Plain isolation forests
         // score such a point like the most extreme point they saw.
         if let Some(p) = p
-            && bounds.iter().zip(p).any(|((lo, hi), v)| {
-                let margin = 0.1 * (hi - lo);
-                *v < lo - margin || *v > hi + margin
-            })
+            && is_outside(&bounds, p)
         {
             return Step::Outside;
         }
@@ -154,51 +156,63 @@ impl Forest {
         }
     }
 
-    /// Grows the whole subtree of `node` into `nodes` (indexed by node number), with each split's
-    /// bounds kept for the outside test.
-    fn grow(&self, tree: usize, points: &mut [Point], node: u64, depth: usize, nodes: &mut Vec<Grown>) {
-        let at = node as usize;
-        if nodes.len() <= at {
-            nodes.resize(at + 1, Grown::Leaf(0.0));
-        }
+    /// Grows the subtree of `node` (holding `points`) where any of the points `asked` (indices
+    /// into `queries`) goes, adding each one's path length in this tree to its `total`: the paths
+    /// [`Forest::path`] would walk one by one, with the nodes they share grown once. Nodes no asked
+    /// point reaches are not grown (the top levels are shared, the rest mostly is not).
+    #[allow(clippy::too_many_arguments)]
+    fn grow(
+        &self,
+        tree: usize,
+        points: &mut [Point],
+        node: u64,
+        depth: usize,
+        queries: &[Point],
+        asked: &mut [usize],
+        total: &mut [f64],
+    ) {
         match self.step(tree, node, depth, points, None) {
-            Step::Leaf(len) => nodes[at] = Grown::Leaf(len),
-            Step::Outside => unreachable!("no point is asked while growing"),
-            Step::Split { feature, at: split, bounds } => {
-                nodes[at] = Grown::Split { feature, at: split, bounds, depth };
-                let (left, right) = partition(points, feature, split);
-                self.grow(tree, left, 2 * node, depth + 1, nodes);
-                self.grow(tree, right, 2 * node + 1, depth + 1, nodes);
-            }
-        }
-    }
-}
-
-/// A node of a tree grown whole.
-#[derive(Clone)]
-enum Grown {
-    Leaf(f64),
-    Split { feature: usize, at: f64, bounds: [(f64, f64); FEATURES], depth: usize },
-}
-
-/// The path length of `p` in a tree grown whole: the same as [`Forest::path`].
-fn walk(nodes: &[Grown], p: &Point) -> f64 {
-    let mut node = 1;
-    loop {
-        match &nodes[node] {
-            Grown::Leaf(len) => return *len,
-            Grown::Split { feature, at, bounds, depth } => {
-                let outside = bounds.iter().zip(p).any(|((lo, hi), v)| {
-                    let margin = 0.1 * (hi - lo);
-                    *v < lo - margin || *v > hi + margin
-                });
-                if outside {
-                    return *depth as f64 + 1.0;
+            Step::Leaf(len) => asked.iter().for_each(|&q| total[q] += len),
+            Step::Outside => unreachable!("no point is asked of the step while growing"),
+            Step::Split { feature, at, bounds } => {
+                // Points outside everything this node holds end here (see `step`), the others go
+                // left or right: `asked` is reordered as [outside | left | right].
+                let outside = partition_by(asked, |q| is_outside(&bounds, &queries[q]));
+                let (ended, going) = asked.split_at_mut(outside);
+                ended.iter().for_each(|&q| total[q] += depth as f64 + 1.0);
+                let going_left = partition_by(going, |q| queries[q][feature] < at);
+                let (to_left, to_right) = going.split_at_mut(going_left);
+                let (left, right) = partition(points, feature, at);
+                if !to_left.is_empty() {
+                    self.grow(tree, left, 2 * node, depth + 1, queries, to_left, total);
                 }
-                node = if p[*feature] < *at { 2 * node } else { 2 * node + 1 };
+                if !to_right.is_empty() {
+                    self.grow(tree, right, 2 * node + 1, depth + 1, queries, to_right, total);
+                }
             }
         }
     }
+}
+
+/// A point beyond a node's `bounds` on any feature by more than a tenth of its spread there (at
+/// all where the node's points are all equal).
+fn is_outside(bounds: &[(f64, f64); FEATURES], p: &Point) -> bool {
+    bounds.iter().zip(p).any(|((lo, hi), v)| {
+        let margin = 0.1 * (hi - lo);
+        *v < lo - margin || *v > hi + margin
+    })
+}
+
+/// Indices for which `first` holds first; returns how many.
+fn partition_by(items: &mut [usize], first: impl Fn(usize) -> bool) -> usize {
+    let mut i = 0;
+    for j in 0..items.len() {
+        if first(items[j]) {
+            items.swap(i, j);
+            i += 1;
+        }
+    }
+    i
 }
 
 /// Points below `at` on `feature` first: (below, the rest).

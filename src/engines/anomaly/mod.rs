@@ -279,23 +279,39 @@ pub fn finding_id(kind: Kind, subject: &Subject, start: Timestamp) -> String {
 /// into their most specific subject. The forest scores hours from `forest_from` on (its cost grows
 /// with every hour scored; rule-based detectors always scan everything).
 pub fn detect(set: &SeriesSet, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let chunk = set.series.len().div_ceil(threads).max(1);
-    let found: Vec<Finding> = std::thread::scope(|s| {
-        let handles: Vec<_> = set
-            .series
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter().flat_map(|x| detect_one(set, x, th, forest_from)).collect::<Vec<Finding>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("detector thread")).collect::<Vec<Finding>>()
-    });
+    let found: Vec<Finding> =
+        par_map(&set.series, |x| detect_one(set, x, th, forest_from)).into_iter().flatten().collect();
     let mut merged = merge(found);
     merged.sort_by(|a, b| (a.start, a.kind, &a.subject.name).cmp(&(b.start, b.kind, &b.subject.name)));
     merged
+}
+
+/// `f` of each item, in the items' order, computed on the machine's cores (at most 8). Threads
+/// take the next few items whenever they are done with theirs (a series with a forest to grow
+/// costs many without one, so fixed halves would leave a core waiting), and the results are put
+/// back in the items' order: the same output whatever the number of threads or their timing.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Items a thread takes at a time: enough to make taking them cheap, few enough to balance.
+    const BATCH: usize = 32;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done: Vec<(usize, Vec<R>)> = Vec::new();
+        loop {
+            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            if first >= items.len() {
+                return done;
+            }
+            done.push((first, items[first..(first + BATCH).min(items.len())].iter().map(&f).collect()));
+        }
+    };
+    let mut batches: Vec<(usize, Vec<R>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
+    });
+    batches.sort_unstable_by_key(|(first, _)| *first);
+    batches.into_iter().flat_map(|(_, results)| results).collect()
 }
 
 fn detect_one(set: &SeriesSet, s: &Series, th: &Thresholds, forest_from: usize) -> Vec<Finding> {
