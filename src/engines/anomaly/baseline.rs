@@ -365,6 +365,44 @@ pub fn baseline(x: &[f64], start: Timestamp, at: usize) -> Baseline {
 mod tests {
     use super::*;
 
+    /// The shortcuts (selection medians, the MAD read off two sorted runs, windows merged from the
+    /// shorter one) against the plain definitions, over random lengths, ties and missing hours.
+    #[test]
+    fn fast_statistics_equal_the_plain_definitions() {
+        let mut rng = crate::model::rng::SplitMix64(7);
+        let plain_median = |v: &[f64]| {
+            let mut s = v.to_vec();
+            s.sort_unstable_by(f64::total_cmp);
+            quantile_sorted(&s, 0.5)
+        };
+        for round in 0..300 {
+            let n = 1 + rng.below(60);
+            // Few distinct values in some rounds, so ties around the median are common.
+            let distinct = if round % 3 == 0 { 3 } else { 1000 };
+            let v: Vec<f64> = (0..n).map(|_| rng.below(distinct) as f64 * 1.5).collect();
+            let median = plain_median(&v);
+            assert_eq!(median_in_place(&mut v.clone()), median, "{v:?}");
+            let dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            assert_eq!(median_sorted(&sorted), median);
+            assert_eq!(stats_sorted(&sorted).mad, plain_median(&dev), "{v:?}");
+        }
+        let x: Vec<f64> =
+            (0..2000).map(|i| if i % 17 == 0 { f64::NAN } else { rng.below(500) as f64 }).collect();
+        let start = Timestamp::parse("2026-11-02T00:00:00Z").unwrap();
+        let b = baseline(&x, start, 1900);
+        for ((name, hours), (got_name, got)) in WINDOWS.iter().zip(&b.windows) {
+            assert_eq!(name, got_name);
+            let want = stats(&x[1900 - hours..1900]);
+            assert_eq!(
+                (got.hours, got.median, got.mad, got.p95),
+                (want.hours, want.median, want.mad, want.p95)
+            );
+            assert_eq!((got.mean, got.stddev), (want.mean, want.stddev), "{name}");
+        }
+    }
+
     #[test]
     fn robust_statistics_ignore_missing_hours_and_one_outlier() {
         let mut v = vec![10.0, 11.0, 9.0, 10.0, f64::NAN, 10.0, 1000.0];

@@ -618,6 +618,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn par_map_keeps_the_items_order_whatever_each_costs() {
+        let items: Vec<u64> = (0..1000).collect();
+        // Uneven work, so threads finish their batches out of order.
+        let got = par_map(&items, |&i| {
+            let spin = if i % 97 == 0 { 200_000 } else { 10 };
+            std::hint::black_box((0..spin).fold(i, |a, k| a.wrapping_add(k) ^ 1));
+            i * 2
+        });
+        assert_eq!(got, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(par_map(&[] as &[u64], |&i| i).is_empty());
+    }
+
+    #[test]
     fn ids_are_stable_and_differ_by_type_subject_and_start() {
         let s = Subject {
             kind: SubjectKind::Edge,
