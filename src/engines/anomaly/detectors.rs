@@ -205,8 +205,8 @@ pub fn p_one_sided(z: f64) -> f64 {
 }
 
 /// The weekend's level against the weekdays' over the days up to `d` (at most 28): the factor that
-/// takes a weekly rhythm out of daily totals, for every day `d` of `totals`. 1 until the history has
-/// two weekends and six weekdays; never above 1: a rising series makes its later weekend days look
+/// takes a weekly rhythm out of daily totals, for every day `d` of `totals`. 1 until two weekend
+/// days and four weekdays have been seen before the last three days; never above 1: a rising series makes its later weekend days look
 /// like a busier weekend, and dividing that out would hide the rise (a weekend busier than the week
 /// is not monotonic, so the trend test does not take it for a burn anyway).
 ///
@@ -226,7 +226,14 @@ fn weekend_factors(totals: &[f64], weekday0: usize) -> Vec<f64> {
             {
                 if is_weekend(gone) { we.remove(totals[gone]) } else { wd.remove(totals[gone]) }
             }
-            if we.len() < 4 || wd.len() < 6 {
+            // Known once seen on two weekend days and four weekdays before the last three: on
+            // a short history the newest days, a burn's first among them, would be most of it.
+            let seen = |weekend: bool| {
+                (d.saturating_sub(27)..d.saturating_sub(2))
+                    .filter(|&i| is_weekend(i) == weekend && usable(totals[i]))
+                    .count()
+            };
+            if we.len() < 2 || wd.len() < 4 || seen(true) < 2 || seen(false) < 4 {
                 return 1.0;
             }
             (we.median() / wd.median()).clamp(0.05, 1.0)
@@ -294,6 +301,10 @@ impl<const N: usize> Few<N> {
 /// one of its ten pairs of days out of order, and its last three days rising, see `burn_on`), the
 /// longer ones a slow one that the daily noise hides from five points.
 const BURN_WINDOWS: [(usize, f64); 3] = [(5, 1.7), (10, 2.33), (15, 2.33)];
+
+/// How far (in standard errors of a three-day mean of daily noise) the last three days must stand
+/// above the level before for the five-day window to fire without a clean rise (see `burn_on`).
+const EARLY_SHIFT_Z: f64 = 8.0;
 
 /// A sustained rise of daily totals (weekly rhythm taken out): Theil-Sen slope of log totals >=
 /// the minimum growth, Mann-Kendall significant, and the last day above the level before the window.
@@ -386,11 +397,17 @@ fn burn_on(totals: &[f64], weekday0: usize, factor: f64, d: usize, th: &Threshol
         let v = totals[i];
         if (weekday0 + i) % 7 >= 5 { v / factor } else { v }
     };
+    let present = |i: usize| totals[i].is_finite() && totals[i] > 0.0;
     for (w, z_needed) in BURN_WINDOWS {
         if d + 1 < w + 2 {
             continue;
         }
-        let a = d + 1 - w;
+        // A window of `w` days with data: a day missing in it (an outage of more than 4 hours)
+        // moves its start back a day, up to two, instead of leaving the test one point short.
+        let mut a = d + 1 - w;
+        while a > 2 && (a..=d).filter(|&i| present(i)).count() < w && d + 1 - a < w + 2 {
+            a -= 1;
+        }
         // The level before the window: the median of up to 7 days before it.
         let mut before =
             Few::<7>::of((a.saturating_sub(7)..a).map(deseason).filter(|v| v.is_finite() && *v > 0.0));
@@ -421,14 +438,28 @@ fn burn_on(totals: &[f64], weekday0: usize, factor: f64, d: usize, th: &Threshol
         let logs: Vec<f64> =
             (a..=d).map(&deseason).map(|v| if v > 0.0 { v.ln() } else { f64::NAN }).collect();
         let (z, n) = mann_kendall(&logs);
-        if n + 1 < w || z < z_needed {
+        if n + 1 < w {
             continue;
         }
-        // Five points say little: there, the last three days must rise one after the other, the
-        // last two clearly above the level before.
         let clear = level * (2.0 * noise.max(0.01)).exp();
-        let rising = deseason(d) > deseason(d - 1) && deseason(d - 1) > deseason(d - 2);
-        if w == 5 && !(rising && deseason(d - 1) > clear) {
+        let mut last3 = (a..=d).rev().filter(|&i| present(i)).map(deseason);
+        let (v0, v1, v2) = (last3.next(), last3.next(), last3.next());
+        // Five points say little: there, either the last three days rise one after the other, the
+        // last two clearly above the level before, and the trend test agrees; or those three days
+        // stand together far above the level (their mean log excess at least EARLY_SHIFT_Z
+        // standard errors of a three-day mean) and the last is above the first. A noisy day
+        // between two rising ones breaks the first and not the second, which is what lets a burn
+        // be found on its third day.
+        let shifted = match (v0, v1, v2) {
+            (Some(v0), Some(v1), Some(v2)) if v0 > v2 && v0.min(v1).min(v2) > clear => {
+                let excess = [v0, v1, v2].iter().map(|v| (v / level).ln()).sum::<f64>() / 3.0;
+                excess / (noise.max(0.01) / 3f64.sqrt()) >= EARLY_SHIFT_Z
+            }
+            _ => false,
+        };
+        let rising = matches!((v0, v1, v2), (Some(v0), Some(v1), Some(v2)) if v0 > v1 && v1 > v2);
+        let trend = z >= z_needed && (w > 5 || (rising && v1.is_some_and(|v1| v1 > clear)));
+        if !trend && !(w == 5 && shifted) {
             continue;
         }
         let slope = theil_sen(&logs);
@@ -625,6 +656,39 @@ mod tests {
         assert!((b[0].growth.unwrap() - 0.12).abs() < 0.03, "{:?}", b[0].growth);
         assert!(b[0].p_value.unwrap() < 0.05);
         assert!(slow_burns(&diurnal(28, 1e6), 0, &th()).is_empty());
+    }
+
+    /// Three weeks with a weekly rhythm, a day lost to an outage just before a +10%/day burn, and
+    /// a dip on the burn's second day: found on its third day, all the same.
+    #[test]
+    fn a_burn_behind_a_missing_day_and_a_dip_is_found_on_its_third_day() {
+        let day_factor = |d: usize| match d {
+            _ if d % 7 >= 5 => 0.6,
+            15 => 1.10,
+            16 => 1.05,
+            17.. => 1.10f64.powi(d as i32 - 14),
+            _ => 1.0,
+        };
+        let x: Vec<f64> = (0..21 * 24)
+            .map(|i| {
+                let d = i / 24;
+                if d == 14 && i % 24 < 8 {
+                    return f64::NAN;
+                }
+                1e6 * day_factor(d) * (1.0 + 0.03 * (((i * 31) % 7) as f64 / 7.0 - 0.5))
+            })
+            .collect();
+        let b = slow_burns(&x, 0, &th());
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].detected <= 18 * 24, "72 h after the burn's start: detected at hour {}", b[0].detected);
+        assert!(b[0].start >= 15 * 24, "{b:?}");
+        // The same weeks without the burn: the rhythm and the missing day are not a burn.
+        let quiet: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i / 24 >= 15 && (i / 24) % 7 < 5 { v / day_factor(i / 24) } else { *v })
+            .collect();
+        assert!(slow_burns(&quiet, 0, &th()).is_empty());
     }
 
     #[test]
