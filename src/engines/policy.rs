@@ -11,7 +11,7 @@
 //! a namespace budget for a command that has no namespace) are listed as skipped, never as passed.
 
 use super::classify::Class;
-use super::pricing::validate::{Problem, line_col, syntax_problem};
+use super::pricing::validate::{Problem, at_positions, line_col, syntax_problem};
 use super::pricing::{AmountText, Provider};
 use ipnet::IpNet;
 use rust_decimal::Decimal;
@@ -33,9 +33,7 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", problems.iter().map(|p| format!("{}:{}:{}: {}{}", path.display(), p.line, p.column,
-        if p.field.is_empty() { String::new() } else { format!("{}: ", p.field) }, p.message))
-        .collect::<Vec<_>>().join("\n"))]
+    #[error("{}", at_positions(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 

@@ -6,7 +6,7 @@
 //! problem yields no topology at all, and every problem is reported as `file:line:col`.
 
 use super::pricing::Provider;
-use super::pricing::validate::{Problem, line_col, syntax_problem};
+use super::pricing::validate::{Problem, at_positions, line_col, syntax_problem};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -22,9 +22,7 @@ pub enum TopologyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", problems.iter().map(|p| format!("{}:{}:{}: {}{}", path.display(), p.line, p.column,
-        if p.field.is_empty() { String::new() } else { format!("{}: ", p.field) }, p.message))
-        .collect::<Vec<_>>().join("\n"))]
+    #[error("{}", at_positions(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 

@@ -43,6 +43,16 @@ pub(super) fn parse_table(path: &Path, text: &str, kind: TableKind) -> Result<Pr
     }
 }
 
+/// Every problem of a file as `FILE:LINE:COLUMN: FIELD: MESSAGE`, one a line: how the topology and
+/// policy errors print them.
+pub(crate) fn at_positions(path: &Path, problems: &[Problem]) -> String {
+    let at = |p: &Problem| {
+        let field = if p.field.is_empty() { String::new() } else { format!("{}: ", p.field) };
+        format!("{}:{}:{}: {field}{}", path.display(), p.line, p.column, p.message)
+    };
+    problems.iter().map(at).collect::<Vec<_>>().join("\n")
+}
+
 pub(crate) fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
     let span = e.span().unwrap_or(0..0);
     let (line, column) = line_col(text, span.start);
