@@ -36,12 +36,30 @@ pub fn run(settings: &Settings, args: &TopArgs, out: &mut dyn Write) -> Result<E
         views::reports::live_snapshot(out, &model, args.out.output.into(), settings.color)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut app = views::top::App::new(model, feed.describe());
-    if let Some(ws) = &ws {
-        app.anomalies = open_anomalies(ws, settings, args)?;
-    }
-    views::top::run(app, feed.as_mut(), args.interval, &book, topology.as_ref())?;
+    let app = views::top::App::new(model, feed.describe());
+    let anomalies = ws.as_ref().map(|ws| anomalies_in_background(ws, settings, args)).transpose()?;
+    views::top::run(app, feed.as_mut(), args.interval, &book, topology.as_ref(), anomalies)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The anomalies pane's findings, analysed on a thread of their own through a second connection:
+/// on a long history the analysis takes seconds, and `top` must draw (and quit) at once.
+fn anomalies_in_background(
+    ws: &Workspace,
+    settings: &Settings,
+    args: &TopArgs,
+) -> Result<views::top::PendingAnomalies> {
+    let reader = ws.reader()?;
+    let (now, topology, pricing) = (settings.now, args.net.topology.clone(), args.net.prices.pricing.clone());
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("top-anomalies".into())
+        .spawn(move || {
+            let found = open_anomalies(&reader, now, topology.as_deref(), &pricing);
+            let _ = send.send(found); // `top` may have quit already
+        })
+        .context("starting the anomaly analysis thread")?;
+    Ok(receive)
 }
 
 /// The workspace is only needed for a replay and for its stored topology; live capture must not
@@ -122,17 +140,18 @@ fn local_feed(args: &TopArgs) -> Result<crate::agent::live::LocalFeed> {
 /// The workspace's open anomalies going on in the last 24 hours, costliest first, for the pane.
 fn open_anomalies(
     ws: &Workspace,
-    settings: &Settings,
-    args: &TopArgs,
+    now: Timestamp,
+    topology: Option<&std::path::Path>,
+    pricing: &[std::path::PathBuf],
 ) -> Result<Vec<views::top::AnomalyLine>> {
     let query = load::AnalysisQuery {
         thresholds: crate::engines::anomaly::Thresholds::default(),
-        topology: args.net.topology.as_deref(),
-        pricing: &args.net.prices.pricing,
+        topology,
+        pricing,
         series_only: false,
     };
-    let since = settings.now.add_micros(-Timestamp::MICROS_PER_DAY);
-    let mut found: Vec<_> = load::analyse_workspace(ws, settings.now, &query)?
+    let since = now.add_micros(-Timestamp::MICROS_PER_DAY);
+    let mut found: Vec<_> = load::analyse_workspace(ws, now, &query)?
         .findings
         .into_iter()
         .filter(|f| f.state == crate::engines::anomaly::State::Open && f.end.is_none_or(|e| e > since))

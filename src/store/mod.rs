@@ -122,6 +122,12 @@ impl Workspace {
         self.conn.execute_batch("SET threads = 1;").context("setting DuckDB threads for ingest")
     }
 
+    /// A second handle on this workspace, for reading on another thread while this one goes on
+    /// (`top` analyses anomalies beside its replay). Same database, its own connection.
+    pub fn reader(&self) -> Result<Workspace> {
+        Ok(Workspace::from_conn(self.second_connection()?, self.path.as_deref()))
+    }
+
     /// Another connection to the same workspace (for the ingest writer thread), using the same
     /// database as this one.
     fn second_connection(&self) -> Result<Connection> {

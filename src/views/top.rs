@@ -542,12 +542,16 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Owns the terminal: alternate screen and raw mode, restored on quit, on error, on panic
 /// (ratatui's hook) and on SIGTERM. Ticks pull the feed every `interval`; keys are handled
 /// as they come, so a key press is drawn at once rather than at the next tick.
+/// The anomalies pane's findings while they are being analysed (see `commands::top`).
+pub type PendingAnomalies = std::sync::mpsc::Receiver<anyhow::Result<Vec<AnomalyLine>>>;
+
 pub fn run(
     mut app: App,
     feed: &mut dyn crate::model::FlowFeed,
     interval: std::time::Duration,
     book: &crate::engines::pricing::PriceBook,
     topology: Option<&crate::engines::topology::Topology>,
+    mut anomalies: Option<PendingAnomalies>,
 ) -> anyhow::Result<()> {
     use ratatui::crossterm::event::{self, Event, KeyEventKind};
     use std::time::Instant;
@@ -584,6 +588,16 @@ pub fn run(
             }
             if TERMINATE.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
+            }
+            if let Some(pending) = &anomalies {
+                match pending.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    Ok(Ok(found)) => (app.anomalies, anomalies) = (found, None),
+                    Ok(Err(e)) => (app.status, anomalies) = (Some(format!("anomalies: {e:#}")), None),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        (app.status, anomalies) = (Some("anomalies: the analysis stopped".into()), None)
+                    }
+                }
             }
             if Instant::now() >= next_tick {
                 next_tick += interval;

@@ -344,3 +344,32 @@ fn sigterm_ends_top_and_restores_the_terminal() {
     assert!(!screen.contains("egressor top"), "the alternate screen is still shown:\n{screen}");
     assert!(screen.lines().any(|l| l.trim() == "icanon"), "terminal left in raw mode:\n{screen}");
 }
+
+/// The anomalies pane of a replay: `top` draws at once and the pane fills in when the analysis,
+/// on a thread of its own, is done (demo events still going on in the last 24 hours).
+#[test]
+fn replay_fills_the_anomalies_pane_once_analysed() {
+    let t = crate::TestContext::new();
+    t.ok(&["demo"]);
+    let cmd = format!(
+        "EGRESSOR_NOW=2026-11-20T12:00:00Z {} --workspace {} top --replay --speed 60; sleep 60",
+        env!("CARGO_BIN_EXE_egressor"),
+        t.workspace().display()
+    );
+    let term = TmuxSession::start("pane", 160, 40, &cmd);
+    let first = term.first_frame();
+    assert!(first.contains("egressor top"), "no first frame:\n{first}");
+    let mut screen = first;
+    for _ in 0..300 {
+        if screen.contains(" anomalies ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        screen = term.screen();
+    }
+    assert!(screen.contains(" anomalies "), "no anomalies pane after 30 s:\n{screen}");
+    for kind in ["leak", "new-endpoint", "slow-burn"] {
+        assert!(screen.contains(kind), "{kind} missing from the pane:\n{screen}");
+    }
+    term.send("q");
+}

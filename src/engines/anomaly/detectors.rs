@@ -459,7 +459,7 @@ fn burn_on(totals: &[f64], weekday0: usize, factor: f64, d: usize, th: &Threshol
         };
         let rising = matches!((v0, v1, v2), (Some(v0), Some(v1), Some(v2)) if v0 > v1 && v1 > v2);
         let trend = z >= z_needed && (w > 5 || (rising && v1.is_some_and(|v1| v1 > clear)));
-        if !trend && !(w == 5 && shifted) {
+        if !(trend || (w == 5 && shifted)) {
             continue;
         }
         let slope = theil_sen(&logs);
