@@ -568,12 +568,18 @@ fn strip(bin: &Path) -> Result<()> {
 /// Completions and the man page, from the binary's own commands when it has them (`egressor
 /// completions SHELL`, `egressor man`); a binary without them is packed without, and says so.
 fn generated_files(bin: &Path, stage: &Path) -> Result<()> {
-    let outputs: [(&[&str], &str); 4] = [
+    let outputs: [(&[&str], &str); 3] = [
         (&["completions", "bash"], "completions/egressor.bash"),
         (&["completions", "zsh"], "completions/_egressor"),
         (&["completions", "fish"], "completions/egressor.fish"),
-        (&["man"], "man/man1/egressor.1"),
     ];
+    // The man pages: egressor.1 and one per command (egressor-run.1, ...).
+    let man = stage.join("man/man1");
+    std::fs::create_dir_all(&man)?;
+    let st = Command::new(bin).arg("man").arg("--dir").arg(&man).status()?;
+    if !st.success() {
+        bail!("`egressor man --dir {}` failed", man.display());
+    }
     for (args, file) in outputs {
         let out = Command::new(bin).args(args).output()?;
         if !out.status.success() || out.stdout.is_empty() {
