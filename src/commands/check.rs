@@ -4,17 +4,14 @@
 //! Exit 4 on a violation (0 in report-only mode), 1 when the check itself fails.
 
 use super::load::{self, PeriodQuery};
-use super::run::{VIOLATION, append, format, format_for_file};
+use super::run::{VIOLATION, publish};
 use crate::cli::{CheckArgs, Settings};
 use crate::engines::cost::GroupBy;
 use crate::engines::policy::{self, Mode, Policy};
-use crate::views::run::{
-    CHECK_SCHEMA, CheckView, PolicyOutcome, ReportFormat, check_report, github_annotations,
-};
+use crate::views::run::{CHECK_SCHEMA, CheckView, PolicyOutcome, check_report};
 use anyhow::{Context, Result};
 use rust_decimal::Decimal;
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(settings: &Settings, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCode> {
@@ -53,19 +50,7 @@ pub fn run(settings: &Settings, args: &CheckArgs, out: &mut dyn Write) -> Result
             passed: !verdict.fails(),
         },
     };
-    check_report(out, &view, format(args.policy.output))?;
-    if let Some(f) = &args.policy.report {
-        let mut buf = Vec::new();
-        check_report(&mut buf, &view, format_for_file(f))?;
-        std::fs::write(f, buf).with_context(|| format!("cannot write the report {}", f.display()))?;
-    }
-    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
-        let mut buf = Vec::new();
-        check_report(&mut buf, &view, ReportFormat::Markdown)?;
-        append(Path::new(&summary), &buf)?;
-    }
-    if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
-        github_annotations(out, &verdict)?;
-    }
+    let render = |w: &mut dyn Write, f, _color| check_report(w, &view, f);
+    publish(out, args.policy.output, args.policy.report.as_deref(), Some(&verdict), false, render)?;
     Ok(if verdict.fails() { ExitCode::from(VIOLATION) } else { ExitCode::SUCCESS })
 }

@@ -52,6 +52,8 @@ fn run_and_report(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> R
     let policy = args.policy.policy.as_deref().map(Policy::load_file).transpose()?;
     let book = load::price_book(&args.net.prices.pricing)?;
     let topology = topology(args, policy.as_ref())?;
+    // Checked before CMD runs, like the policy: a file --learn could not rewrite fails nothing late.
+    let previous = args.learn.as_deref().map(policy::learned_allow_list).transpose()?;
     let job = capture(args)?;
     let runner = Runner {
         host: job.host.clone(),
@@ -64,7 +66,10 @@ fn run_and_report(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> R
     let pricing = JobPricing { book: &book, topology: topology.as_ref(), runs_per_day };
     let report = destinations::report(&job.records, &runner, &pricing, job.started, job.ended)?;
     let verdict = policy.as_ref().map(|p| judge(p, &report, args.policy.report_only));
-    let learned = args.learn.as_deref().map(|f| learn(f, &report, &args.command)).transpose()?;
+    let learned = match (args.learn.as_deref(), previous) {
+        (Some(file), Some(previous)) => Some(learn(file, &previous, &report, &args.command)?),
+        _ => None,
+    };
     let view = RunView {
         schema_version: destinations::RUN_SCHEMA,
         command: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
@@ -74,9 +79,16 @@ fn run_and_report(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> R
         map_insert_failures: job.map_insert_failures,
         sockets_evicted: job.evicted,
         policy: policy.as_ref().zip(verdict.as_ref()).map(|(p, v)| outcome(p, v)),
-        learned,
+        learned: learned.as_ref().map(|(l, _)| l.clone()),
     };
-    publish(out, &view, args, settings.color)?;
+    let verdict_shown = view.policy.as_ref().map(|p| p.verdict);
+    let render = |w: &mut dyn Write, f: ReportFormat, color: bool| run_report(w, &view, f, color);
+    publish(out, args.policy.output, args.policy.report.as_deref(), verdict_shown, settings.color, render)?;
+    // After the report: a file that cannot be written does not cost the run its report.
+    if let (Some(file), Some((_, text))) = (args.learn.as_deref(), &learned) {
+        std::fs::write(file, text)
+            .with_context(|| format!("cannot write the allow list {}", file.display()))?;
+    }
     Ok(ExitCode::from(final_code(view.exit_code, verdict.as_ref())))
 }
 
@@ -118,13 +130,13 @@ fn outcome<'a>(p: &Policy, v: &'a Verdict) -> PolicyOutcome<'a> {
     PolicyOutcome { file: p.path.display().to_string(), verdict: v, passed: !v.fails() }
 }
 
-/// Writes (or widens) the allow list: the entries already in `file` are kept.
-fn learn(file: &Path, report: &JobReport, command: &[std::ffi::OsString]) -> Result<Learned> {
-    let previous = if file.exists() {
-        Policy::load_file(file)?.allow.into_iter().map(|e| e.text).collect()
-    } else {
-        Vec::new()
-    };
+/// The widened allow list for `file` (the entries already in it kept) and what the report says of it.
+fn learn(
+    file: &Path,
+    previous: &[String],
+    report: &JobReport,
+    command: &[std::ffi::OsString],
+) -> Result<(Learned, String)> {
     let entries = policy::learned_entries(&report.usage().destinations);
     let cmd = command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
     let header = format!(
@@ -134,37 +146,44 @@ fn learn(file: &Path, report: &JobReport, command: &[std::ffi::OsString]) -> Res
         report.ended,
         file.display()
     );
-    let text = policy::learned_file(&entries, &previous, &header);
+    let text = policy::learned_file(&entries, previous, &header);
     let total = Policy::parse(file, &text)
         .map(|p| p.allow.len())
         .context("the learned allow list does not read back")?;
-    std::fs::write(file, text).with_context(|| format!("cannot write the allow list {}", file.display()))?;
-    Ok(Learned { file: file.display().to_string(), entries: total })
+    Ok((Learned { file: file.display().to_string(), entries: total }, text))
 }
 
-/// Standard output, `--report FILE`, and in GitHub Actions the job summary and one annotation per
-/// violation.
-fn publish(out: &mut dyn Write, view: &RunView<'_>, args: &RunArgs, color: bool) -> Result<()> {
-    run_report(out, view, format(args.policy.output), color)?;
-    if let Some(file) = &args.policy.report {
+/// Where a run's or a check's report goes: standard output in `output` (`render`'s flag: colour),
+/// `--report FILE` in the format its extension names, and in GitHub Actions the job summary
+/// (Markdown) and one annotation per violation of `verdict`.
+pub(crate) fn publish(
+    out: &mut dyn Write,
+    output: CliFormat,
+    report_file: Option<&Path>,
+    verdict: Option<&Verdict>,
+    color: bool,
+    render: impl Fn(&mut dyn Write, ReportFormat, bool) -> Result<()>,
+) -> Result<()> {
+    render(out, format(output), color)?;
+    if let Some(file) = report_file {
         let mut buf = Vec::new();
-        run_report(&mut buf, view, format_for_file(file), false)?;
+        render(&mut buf, format_for_file(file), false)?;
         std::fs::write(file, buf).with_context(|| format!("cannot write the report {}", file.display()))?;
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
         let mut buf = Vec::new();
-        run_report(&mut buf, view, ReportFormat::Markdown, false)?;
+        render(&mut buf, ReportFormat::Markdown, false)?;
         append(Path::new(&summary), &buf)?;
     }
     if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true")
-        && let Some(p) = &view.policy
+        && let Some(v) = verdict
     {
-        github_annotations(out, p.verdict)?;
+        github_annotations(out, v)?;
     }
     Ok(())
 }
 
-pub(crate) fn format(f: CliFormat) -> ReportFormat {
+fn format(f: CliFormat) -> ReportFormat {
     match f {
         CliFormat::Table => ReportFormat::Table,
         CliFormat::Json => ReportFormat::Json,
@@ -172,7 +191,7 @@ pub(crate) fn format(f: CliFormat) -> ReportFormat {
     }
 }
 
-pub(crate) fn format_for_file(file: &Path) -> ReportFormat {
+fn format_for_file(file: &Path) -> ReportFormat {
     match file.extension().and_then(|e| e.to_str()) {
         Some("json") => ReportFormat::Json,
         Some("md" | "markdown") => ReportFormat::Markdown,
@@ -180,7 +199,7 @@ pub(crate) fn format_for_file(file: &Path) -> ReportFormat {
     }
 }
 
-pub(crate) fn append(file: &Path, text: &[u8]) -> Result<()> {
+fn append(file: &Path, text: &[u8]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -266,12 +266,13 @@ impl Policy {
     fn parse_following(path: &Path, text: &str, follow: bool) -> Result<Policy, PolicyError> {
         let invalid = |problems| PolicyError::Invalid { path: path.to_path_buf(), problems };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(vec![syntax_problem(text, &e)]))?;
+        let allow_from = raw.destinations.as_ref().map(|d| items(&d.allow_from).to_vec()).unwrap_or_default();
         let mut check = Check { text, file: path.display().to_string(), problems: Vec::new() };
         let policy = check.policy(path, raw);
         let mut problems = check.problems;
         let policy = match policy {
             Some(mut p) if problems.is_empty() && follow => {
-                problems.extend(load_allow_from(&mut p, path, text));
+                problems.extend(load_allow_from(&mut p, path, text, &allow_from));
                 p
             }
             Some(p) if problems.is_empty() => p,
@@ -283,11 +284,9 @@ impl Policy {
 
 /// Reads the allow lists of the files named in `allow_from` (learned by `run --learn`): a problem in
 /// one is reported at the `allow_from` entry that names it, with the learned file's own position.
-fn load_allow_from(p: &mut Policy, path: &Path, text: &str) -> Vec<Problem> {
-    let Ok(raw) = toml::from_str::<RawPolicy>(text) else { return Vec::new() };
-    let Some(d) = raw.destinations else { return Vec::new() };
+fn load_allow_from(p: &mut Policy, path: &Path, text: &str, files: &[Spanned<String>]) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for (i, f) in items(&d.allow_from).iter().enumerate() {
+    for (i, f) in files.iter().enumerate() {
         let target = relative_to(path, f.get_ref());
         let (line, column) = line_col(text, f.span().start);
         let field = format!("destinations.allow_from[{i}]");
@@ -904,8 +903,8 @@ pub fn money(v: Decimal, currency: &str) -> String {
 }
 
 /// The allow list a run's destinations need, as `run --learn` writes it: cloud services by name (their
-/// addresses change from one request to the next), other destinations by address and port, peers that
-/// connected in by address.
+/// addresses change from one request to the next), other destinations by address and port (for a
+/// peer that connected in, the port it connected to).
 pub fn learned_entries(destinations: &[Destination]) -> Vec<String> {
     let mut out: Vec<String> = destinations
         .iter()
@@ -921,8 +920,66 @@ pub fn learned_entries(destinations: &[Destination]) -> Vec<String> {
     out
 }
 
-/// A learned policy file: `version`, the allow list with a comment per entry, usable on its own as
-/// `--policy` or named from another policy's `allow_from`. `previous`: entries already in the file
+/// The entries `run --learn FILE` starts from: none when FILE does not exist yet, else its allow
+/// list. FILE is rewritten whole ([`learned_file`]), so it may hold only what that writes (`version`
+/// and `[destinations] allow`): any other rule would be lost, and is refused with its position.
+pub fn learned_allow_list(path: &Path) -> Result<Vec<String>, PolicyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(PolicyError::Read { path: path.to_path_buf(), source }),
+    };
+    let policy = Policy::parse_following(path, &text, false)?;
+    #[derive(Deserialize)]
+    struct Rules {
+        mode: Option<Spanned<toml::Value>>,
+        runner: Option<Spanned<toml::Value>>,
+        budget: Option<Spanned<toml::Value>>,
+        limits: Option<Spanned<toml::Value>>,
+        destinations: Option<DestinationRules>,
+    }
+    #[derive(Deserialize)]
+    struct DestinationRules {
+        allow_from: Option<Spanned<toml::Value>>,
+        deny: Option<Spanned<toml::Value>>,
+    }
+    let rules: Rules = toml::from_str(&text).map_err(|e| PolicyError::Invalid {
+        path: path.to_path_buf(),
+        problems: vec![syntax_problem(&text, &e)],
+    })?;
+    let (allow_from, deny) = rules.destinations.map_or((None, None), |d| (d.allow_from, d.deny));
+    let found = [
+        ("mode", rules.mode),
+        ("runner", rules.runner),
+        ("budget", rules.budget),
+        ("limits", rules.limits),
+        ("destinations.allow_from", allow_from),
+        ("destinations.deny", deny),
+    ];
+    let problems: Vec<Problem> = found
+        .into_iter()
+        .filter_map(|(field, rule)| rule.map(|r| (field, r.span())))
+        .map(|(field, span)| {
+            let (line, column) = line_col(&text, span.start);
+            Problem {
+                line,
+                column,
+                field: field.into(),
+                message: "`run --learn` rewrites its file with an allow list only, and this rule would be \
+                          lost: learn into a file of its own and name it in this policy's \
+                          [destinations] allow_from"
+                    .into(),
+            }
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid { path: path.to_path_buf(), problems });
+    }
+    Ok(policy.allow.into_iter().map(|e| e.text).collect())
+}
+
+/// A learned policy file: `version` and the allow list, usable on its own as `--policy` or named
+/// from another policy's `allow_from`. `previous`: entries already in the file
 /// (kept: learning over several runs widens the list).
 pub fn learned_file(entries: &[String], previous: &[String], header: &str) -> String {
     let mut all: Vec<&String> = entries.iter().chain(previous).collect();

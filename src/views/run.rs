@@ -3,7 +3,7 @@
 //! annotations for violations.
 
 use super::{align_right, new_table, write_json};
-use crate::engines::destinations::{JobReport, Line, proto_name};
+use crate::engines::destinations::{JobReport, Line};
 use crate::engines::explain::money;
 use crate::engines::policy::{Mode, Verdict, Violation};
 use crate::model::{Timestamp, human_bytes};
@@ -48,7 +48,7 @@ pub struct RunView<'a> {
     pub learned: Option<Learned>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Learned {
     pub file: String,
     pub entries: usize,
@@ -94,7 +94,7 @@ fn destination(l: &Line) -> String {
     };
     let name = if l.label == l.address.to_string() { String::new() } else { format!(" {}", l.label) };
     let addr = if l.address.is_ipv6() { format!("[{}]", l.address) } else { l.address.to_string() };
-    format!("{arrow}{addr}:{}/{}{name}", l.port, proto_name(l.proto))
+    format!("{arrow}{addr}:{}/{}{name}", l.port, l.proto)
 }
 
 fn run_table(out: &mut dyn Write, v: &RunView<'_>, color: bool) -> anyhow::Result<()> {

@@ -293,6 +293,26 @@ fn a_learned_file_is_a_policy_and_learning_again_widens_it() {
     assert!(e.problems()[0].message.contains("learned.toml:3:"), "{}", e.problems()[0].message);
 }
 
+/// `run --learn FILE` rewrites FILE with an allow list only: a file with any other rule is refused
+/// (each rule named where it is) before anything runs, rather than rewritten without them.
+#[test]
+fn learning_into_a_policy_with_other_rules_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gate.toml");
+    assert_eq!(learned_allow_list(&file).unwrap(), Vec::<String>::new(), "a new file starts empty");
+    std::fs::write(&file, learned_file(&["198.51.100.10:443".into()], &[], "learned")).unwrap();
+    assert_eq!(learned_allow_list(&file).unwrap(), vec!["198.51.100.10:443".to_string()]);
+
+    let full = "version = 1\nmode = \"report\"\n[budget]\nper_run = \"0.01\"\n\
+                [destinations]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"192.0.2.0/24\"]\n";
+    std::fs::write(&file, full).unwrap();
+    let e = learned_allow_list(&file).unwrap_err();
+    let found: Vec<String> = e.problems().iter().map(|p| format!("{}:{}", p.line, p.field)).collect();
+    assert_eq!(found, ["2:mode", "3:budget", "7:destinations.deny"]);
+    assert!(e.to_string().contains("allow_from"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), full, "the file is left as it was");
+}
+
 #[test]
 fn report_mode_never_fails() {
     let p = parse("version = 1\nmode = \"report\"\n[budget]\nper_run = \"0\"\n").unwrap();
