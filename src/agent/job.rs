@@ -76,7 +76,7 @@ pub fn run(argv: &[OsString], opts: &JobOptions) -> Result<Job, JobError> {
     let cgroup = JobCgroup::create(&parent, &format!("egressor-run-{}", std::process::id()))?;
     let config = CaptureConfig { cgroup_path: Some(cgroup.path().to_path_buf()), ..CaptureConfig::default() };
     let mut source = KernelCapture::start(&config)?;
-    let host = hostname();
+    let host = super::host_name().unwrap_or_else(|_| "localhost".into());
     let mut windows = Windows::new(Windower::new(&host, root));
 
     forward_termination_signals();
@@ -184,10 +184,4 @@ fn forward_termination_signals() {
         libc::signal(libc::SIGTERM, record_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, record_signal as *const () as libc::sighandler_t);
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }

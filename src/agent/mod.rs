@@ -25,6 +25,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// This host's name, the node its flow records carry (the agent's default `--node`; `run` and a
+/// local `top` name their records with it too).
+pub fn host_name() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string())
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub listen: SocketAddr,

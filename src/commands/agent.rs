@@ -26,9 +26,7 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
     let kernel = KernelCapture::start(&cfg)?;
     let node = match &args.node {
         Some(n) => n.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .context("cannot read the hostname; pass --node")?,
+        None => crate::agent::host_name().context("cannot read the hostname; pass --node")?,
     };
     crate::agent::run(
         crate::agent::AgentConfig {

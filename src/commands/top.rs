@@ -130,9 +130,7 @@ fn local_feed(args: &TopArgs) -> Result<crate::agent::live::LocalFeed> {
     let cfg = CaptureConfig { cgroup_path: args.cgroup.clone(), ..CaptureConfig::default() };
     let kernel =
         KernelCapture::start(&cfg).with_context(|| format!("live capture is not possible; {instead}"))?;
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let node = crate::agent::host_name().unwrap_or_else(|_| "localhost".into());
     let windower = crate::agent::window::Windower::new(&node, cgroup_root);
     Ok(crate::agent::live::LocalFeed::new(Box::new(kernel), windower, &node, Timestamp::now()))
 }

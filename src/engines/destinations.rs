@@ -277,7 +277,7 @@ impl JobReport {
                 ip: l.address,
                 port: Some(l.port),
                 service: l.service.clone(),
-                label: format!("{} ({}:{}/{})", l.label, l.address, l.port, proto_name(l.proto)),
+                label: format!("{} ({}:{}/{})", l.label, l.address, l.port, l.proto),
                 class: l.class,
                 bytes_out: l.bytes_out,
                 bytes_in: l.bytes_in,
@@ -290,14 +290,6 @@ impl JobReport {
             cost_by: self.cost_by_class.iter().map(|(c, v)| (ScopeKey::Class(*c), *v)).collect(),
             bytes_by_class: self.bytes_by_class.clone(),
         }
-    }
-}
-
-pub fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Other => "other",
     }
 }
 
