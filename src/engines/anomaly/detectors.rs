@@ -216,6 +216,8 @@ fn weekend_factors(totals: &[f64], weekday0: usize) -> Vec<f64> {
     let usable = |v: f64| v.is_finite() && v > 0.0;
     let is_weekend = |i: usize| (weekday0 + i) % 7 >= 5;
     let (mut we, mut wd) = (SortedWindow::default(), SortedWindow::default());
+    // Usable weekend days and weekdays among days d-27 ..= d-3, slid along with the windows.
+    let (mut we_seen, mut wd_seen) = (0usize, 0usize);
     (0..totals.len())
         .map(|d| {
             if usable(totals[d]) {
@@ -228,12 +230,17 @@ fn weekend_factors(totals: &[f64], weekday0: usize) -> Vec<f64> {
             }
             // Known once seen on two weekend days and four weekdays before the last three: on
             // a short history the newest days, a burn's first among them, would be most of it.
-            let seen = |weekend: bool| {
-                (d.saturating_sub(27)..d.saturating_sub(2))
-                    .filter(|&i| is_weekend(i) == weekend && usable(totals[i]))
-                    .count()
-            };
-            if we.len() < 2 || wd.len() < 4 || seen(true) < 2 || seen(false) < 4 {
+            if let Some(old) = d.checked_sub(3)
+                && usable(totals[old])
+            {
+                if is_weekend(old) { we_seen += 1 } else { wd_seen += 1 }
+            }
+            if let Some(gone) = d.checked_sub(28)
+                && usable(totals[gone])
+            {
+                if is_weekend(gone) { we_seen -= 1 } else { wd_seen -= 1 }
+            }
+            if we_seen < 2 || wd_seen < 4 {
                 return 1.0;
             }
             (we.median() / wd.median()).clamp(0.05, 1.0)
@@ -255,9 +262,6 @@ impl SortedWindow {
         let at = self.0.partition_point(|x| x.total_cmp(&v).is_lt());
         debug_assert!(self.0[at].total_cmp(&v).is_eq(), "{v} was never inserted");
         self.0.remove(at);
-    }
-    fn len(&self) -> usize {
-        self.0.len()
     }
     fn median(&self) -> f64 {
         median_sorted(&self.0)
