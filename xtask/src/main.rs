@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     }
     let mut rest: Vec<String> = args.iter().skip(1).cloned().collect();
     match args.first().map(String::as_str) {
-        Some("setup") => setup(&DuckDb::from_args(&mut rest)?),
+        Some("setup") => setup(&mut rest),
         Some("deps") => install_packages(),
         Some("test") => test(&DuckDb::from_args(&mut rest)?, &rest),
         Some("bench") => bench(&DuckDb::from_args(&mut rest)?, &rest),
@@ -198,8 +198,13 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
-fn setup(duckdb: &DuckDb) -> Result<()> {
+fn setup(args: &mut Vec<String>) -> Result<()> {
+    // Packages first: fetching the prebuilt DuckDB needs curl and unzip, which a new machine may lack.
     install_packages()?;
+    let duckdb = DuckDb::from_args(args)?;
+    if !args.is_empty() {
+        bail!("setup: unexpected arguments {args:?}");
+    }
     // The dev profile compiles every dependency (DuckDB included) with optimisation, and it is the
     // profile the tests use: one DuckDB build serves both.
     run(duckdb.apply(cargo().args(["build", "--bin", "egressor"])))?;
@@ -207,7 +212,8 @@ fn setup(duckdb: &DuckDb) -> Result<()> {
     eprintln!("\negressor is built: {}\nThe main job on demo data:\n", bin.display());
     run(Command::new(&bin).args(["demo", "--days", "14"]))?;
     run(Command::new(&bin).args(["workspace", "info"]))?;
-    // The demo's last hour ends at midnight: a day back always holds its latest records.
+    // The demo ends at the start of the current hour, so the last hour may hold none of its windows:
+    // a day back always holds its latest records.
     run(Command::new(&bin).args(["flows", "--since", "1d", "--limit", "10"]))?;
     run(Command::new(&bin).args(["cost", "--since", "7d"]))?;
     Ok(())
